@@ -1,1 +1,30 @@
+//! FlowFabric vocabulary: ids, partitions, key names, states, one `Args` and
+//! outcome per contract, the `EngineBackend` trait and `EngineError`.
+//!
+//! No I/O, no async runtime, no randomness: ids arrive from callers and time
+//! from an injected [`Clock`].
+#![warn(missing_docs)]
 
+pub mod backend;
+pub mod capabilities;
+pub mod clock;
+pub mod contracts;
+pub mod error;
+pub mod handle;
+pub mod ids;
+pub mod keys;
+pub mod partition;
+pub mod policy;
+pub mod state;
+
+pub use backend::EngineBackend;
+pub use capabilities::{Capabilities, ContractFamily, Supports};
+pub use clock::{Clock, SimClock, SystemClock};
+pub use error::{EngineError, ErrorClass, ErrorStatus};
+pub use handle::{BackendTag, Handle, HandleKind};
+pub use ids::*;
+pub use partition::{Partition, PartitionConfig, PartitionKey};
+pub use state::{
+    AttemptState, BlockingReason, EligibilityState, LifecyclePhase, OwnershipState, PublicState,
+    StateVector, TerminalOutcome,
+};

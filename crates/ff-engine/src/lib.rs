@@ -1,1 +1,20 @@
+//! FlowFabric contracts as pure Rust transitions over a small typed [`Store`].
+//!
+//! Every contract is one function `(store, now, args) -> outcome` that
+//! validates, loads, checks, applies, indexes and replies. [`Engine`] turns a
+//! [`StoreRunner`] (memory, SQLite, …) into a full `EngineBackend`.
 
+pub mod common;
+pub mod engine;
+pub mod execution;
+pub mod lease;
+pub mod lifecycle;
+pub mod reads;
+pub mod records;
+pub mod scanners;
+pub mod scheduling;
+pub mod store;
+pub mod worker;
+
+pub use engine::Engine;
+pub use store::{Store, StoreResult, StoreRunner};

@@ -1,0 +1,480 @@
+//! The `EngineBackend` trait: every contract, one async method each (spec 01 §16).
+
+use async_trait::async_trait;
+
+use crate::capabilities::Capabilities;
+use crate::contracts::*;
+use crate::error::{ContentionKind, EngineError};
+use crate::handle::{BackendTag, Handle, HandlePayload};
+use crate::ids::{CancelSource, ExecutionId, LaneId, LeaseFence, TimestampMs};
+use crate::state::PublicState;
+
+/// A FlowFabric backend: every contract is one atomic step.
+///
+/// Object safe: use it as `Arc<dyn EngineBackend>`. Every method returns the
+/// typed `EngineError` taxonomy; a typed rejection is never a `Transport` error.
+#[async_trait]
+pub trait EngineBackend: Send + Sync + 'static {
+    /// Which backend minted a handle (`memory`, `sqlite`, `valkey`).
+    fn backend_tag(&self) -> BackendTag;
+
+    /// What the backend supports.
+    fn capabilities(&self) -> Capabilities;
+
+    /// The backend's clock (`now` for scanners and schedulers).
+    async fn server_time_ms(&self) -> Result<TimestampMs, EngineError>;
+
+    // ------------------------------------------------------------ execution
+
+    /// Creates an execution, idempotent by key or id (§6.1).
+    async fn create_execution(
+        &self,
+        args: CreateExecutionArgs,
+    ) -> Result<CreateExecutionOutcome, EngineError>;
+
+    /// Consumes a claim grant: new attempt and lease (§6.2).
+    async fn claim_execution(&self, args: ClaimExecutionArgs)
+    -> Result<ClaimedExecution, EngineError>;
+
+    /// Terminal success under a valid lease (§6.3).
+    async fn complete_execution(
+        &self,
+        args: CompleteExecutionArgs,
+    ) -> Result<CompleteOutcome, EngineError>;
+
+    /// Cancels from any non-terminal phase (§6.4).
+    async fn cancel_execution(&self, args: CancelExecutionArgs)
+    -> Result<CancelOutcome, EngineError>;
+
+    /// Parks the holder's execution until a time, releasing the lease (§6.5).
+    async fn delay_execution(&self, args: DelayExecutionArgs) -> Result<TimestampMs, EngineError>;
+
+    /// Parks the holder's execution until its children finish (§6.6).
+    async fn move_to_waiting_children(
+        &self,
+        args: MoveToWaitingChildrenArgs,
+    ) -> Result<(), EngineError>;
+
+    /// Fails the current attempt; retries per policy (§6.7).
+    async fn fail_execution(&self, args: FailExecutionArgs) -> Result<FailOutcome, EngineError>;
+
+    /// Consumes a reclaim grant after a lost lease (§6.8).
+    async fn reclaim_execution(
+        &self,
+        args: ReclaimExecutionArgs,
+    ) -> Result<ReclaimExecutionOutcome, EngineError>;
+
+    /// Expires an execution on attempt timeout or deadline (§6.9).
+    async fn expire_execution(
+        &self,
+        execution_id: &ExecutionId,
+        phase: ExpirePhase,
+    ) -> Result<ExpireOutcome, EngineError>;
+
+    /// Writes caller tags (§6.10); returns the pair count.
+    async fn set_execution_tags(&self, args: SetExecutionTagsArgs) -> Result<usize, EngineError>;
+
+    /// Restarts a terminal execution (§6.24).
+    async fn replay_execution(&self, execution_id: &ExecutionId)
+    -> Result<ReplayOutcome, EngineError>;
+
+    // ------------------------------------------------------------ lease
+
+    /// Extends a lease by its TTL from now (§6.12).
+    async fn renew_lease(&self, args: RenewLeaseArgs) -> Result<LeaseRenewal, EngineError>;
+
+    /// Marks an overdue lease expired (§6.13, scanner hook).
+    async fn mark_lease_expired_if_due(
+        &self,
+        execution_id: &ExecutionId,
+    ) -> Result<MarkLeaseExpiredOutcome, EngineError>;
+
+    /// Operator revocation (§6.14).
+    async fn revoke_lease(&self, args: RevokeLeaseArgs) -> Result<RevokeLeaseOutcome, EngineError>;
+
+    /// Expired leases across partitions with a tuple cursor (§8.5).
+    async fn list_expired_leases(
+        &self,
+        args: ListExpiredLeasesArgs,
+    ) -> Result<ExpiredLeasesPage, EngineError>;
+
+    // ------------------------------------------------------------ scheduling
+
+    /// Writes a claim grant after admission (§6.15).
+    async fn issue_claim_grant(
+        &self,
+        args: IssueClaimGrantArgs,
+    ) -> Result<IssueClaimGrantOutcome, EngineError>;
+
+    /// Re-prioritises an eligible execution (§6.16).
+    async fn change_priority(&self, args: ChangePriorityArgs) -> Result<PriorityChange, EngineError>;
+
+    /// Writes progress under a valid lease (§6.17).
+    async fn update_progress(&self, args: UpdateProgressArgs) -> Result<(), EngineError>;
+
+    /// Promotes a due delayed execution (§6.19, scanner hook).
+    async fn promote_delayed(
+        &self,
+        lane_id: &LaneId,
+        execution_id: &ExecutionId,
+    ) -> Result<PromoteOutcome, EngineError>;
+
+    /// Writes a reclaim grant for an expired or revoked lease (§6.20).
+    async fn issue_reclaim_grant(
+        &self,
+        args: IssueReclaimGrantArgs,
+    ) -> Result<IssueReclaimGrantOutcome, EngineError>;
+
+    /// Consumes a grant for an interrupted attempt: same attempt, new lease (§6.21).
+    async fn claim_resumed_execution(
+        &self,
+        args: ClaimResumedExecutionArgs,
+    ) -> Result<ClaimedExecution, EngineError>;
+
+    /// Operator grant and claim in one step (§6.23).
+    async fn issue_grant_and_claim(
+        &self,
+        args: IssueGrantAndClaimArgs,
+    ) -> Result<ClaimGrantOutcome, EngineError>;
+
+    /// Moves a runnable execution to a blocked index (§6.26).
+    async fn block_execution_for_admission(
+        &self,
+        args: BlockExecutionArgs,
+    ) -> Result<(), EngineError>;
+
+    /// Moves a blocked execution back to eligible (§6.25).
+    async fn unblock_execution(&self, args: UnblockExecutionArgs) -> Result<(), EngineError>;
+
+    /// Top of a lane's eligible index on one partition (§11.3).
+    async fn scan_eligible_executions(
+        &self,
+        args: ScanEligibleArgs,
+    ) -> Result<Vec<ExecutionId>, EngineError>;
+
+    // ------------------------------------------------------------ worker registry
+
+    /// Registers or refreshes a worker instance (§6.18).
+    async fn register_worker(
+        &self,
+        args: RegisterWorkerArgs,
+    ) -> Result<RegisterWorkerOutcome, EngineError>;
+
+    /// Extends a worker's liveness (§6.22).
+    async fn heartbeat_worker(&self, args: HeartbeatWorkerArgs)
+    -> Result<HeartbeatOutcome, EngineError>;
+
+    /// Removes a worker registration atomically (§14).
+    async fn mark_worker_dead(
+        &self,
+        args: MarkWorkerDeadArgs,
+    ) -> Result<MarkWorkerDeadOutcome, EngineError>;
+
+    /// Live workers of a namespace, paged by instance id (§14).
+    async fn list_workers(&self, args: ListWorkersArgs) -> Result<WorkersPage, EngineError>;
+
+    // ------------------------------------------------------------ reads
+
+    /// The read model of an execution.
+    async fn describe_execution(
+        &self,
+        execution_id: &ExecutionId,
+    ) -> Result<Option<ExecutionSnapshot>, EngineError>;
+
+    /// Payload, kind and tags; missing execution → `Validation(InvalidInput)`.
+    async fn read_execution_context(
+        &self,
+        execution_id: &ExecutionId,
+    ) -> Result<ExecutionContext, EngineError>;
+
+    /// The stored result payload.
+    async fn get_execution_result(
+        &self,
+        execution_id: &ExecutionId,
+    ) -> Result<Option<Vec<u8>>, EngineError>;
+
+    /// One tag; `None` for a missing tag or execution.
+    async fn get_execution_tag(
+        &self,
+        execution_id: &ExecutionId,
+        key: &str,
+    ) -> Result<Option<String>, EngineError>;
+
+    /// The execution's lease history, oldest first.
+    async fn read_lease_history(
+        &self,
+        execution_id: &ExecutionId,
+    ) -> Result<Vec<LeaseHistoryEntry>, EngineError>;
+
+    /// Completion events with `event_id > after`, up to `limit`.
+    async fn read_completions(
+        &self,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<CompletionEvent>, EngineError>;
+
+    /// Executions of a partition in id order, after a cursor.
+    async fn list_executions(
+        &self,
+        partition: u16,
+        after: Option<ExecutionId>,
+        limit: usize,
+    ) -> Result<Vec<ExecutionId>, EngineError>;
+
+    /// Runs one bounded pass of a background scanner over one partition at the backend's `now`.
+    async fn run_scanner(
+        &self,
+        kind: ScannerKind,
+        partition: u16,
+        batch: usize,
+    ) -> Result<ScanReport, EngineError>;
+
+    // ------------------------------------------------------------ provided
+
+    /// The public state only.
+    async fn read_execution_state(
+        &self,
+        execution_id: &ExecutionId,
+    ) -> Result<Option<PublicState>, EngineError> {
+        Ok(self.describe_execution(execution_id).await?.map(|s| s.public_state))
+    }
+
+    /// `total_attempt_count` = the next fresh attempt index.
+    async fn read_total_attempt_count(&self, execution_id: &ExecutionId) -> Result<u32, EngineError> {
+        let snap = self.describe_execution(execution_id).await?;
+        snap.map(|s| s.total_attempt_count).ok_or_else(EngineError::execution_not_found)
+    }
+
+    /// Validates and tag-checks a single tag write (stricter key rule).
+    async fn set_execution_tag(
+        &self,
+        execution_id: &ExecutionId,
+        key: &str,
+        value: &str,
+    ) -> Result<(), EngineError> {
+        if !is_strict_tag_key(key) {
+            return Err(EngineError::invalid_input(format!("invalid tag key: {key}")));
+        }
+        let args = SetExecutionTagsArgs {
+            execution_id: execution_id.clone(),
+            tags: vec![(key.to_owned(), value.to_owned())],
+        };
+        self.set_execution_tags(args).await.map(|_| ())
+    }
+
+    /// Scheduler-bypass claim of the best eligible execution on a lane (§13).
+    async fn claim(
+        &self,
+        lane_id: &LaneId,
+        capabilities: &CapabilitySet,
+        policy: ClaimPolicy,
+        partitions: u16,
+    ) -> Result<Option<ClaimedExecution>, EngineError> {
+        for partition in 0..partitions {
+            let scan = ScanEligibleArgs { lane_id: lane_id.clone(), partition, limit: 1 };
+            let Some(execution_id) = self.scan_eligible_executions(scan).await?.into_iter().next()
+            else {
+                continue;
+            };
+            let grant = IssueClaimGrantArgs {
+                execution_id: execution_id.clone(),
+                worker_id: policy.worker_id.clone(),
+                worker_instance_id: policy.worker_instance_id.clone(),
+                lane_id: lane_id.clone(),
+                capability_hash: String::new(),
+                grant_ttl_ms: 5000,
+                route_snapshot_json: String::new(),
+                admission_summary: String::new(),
+                worker_capabilities: capabilities.clone(),
+            };
+            match self.issue_claim_grant(grant).await {
+                Ok(_) => {}
+                Err(e) if skippable(&e) => continue,
+                Err(e) => return Err(e),
+            }
+            let claim = ClaimExecutionArgs {
+                execution_id,
+                worker_id: policy.worker_id.clone(),
+                worker_instance_id: policy.worker_instance_id.clone(),
+                lane_id: lane_id.clone(),
+                lease_id: policy.lease_id,
+                lease_ttl_ms: u64::from(policy.lease_ttl_ms),
+                attempt_id: policy.attempt_id,
+                attempt_policy_json: String::new(),
+                attempt_timeout_ms: None,
+                execution_deadline_at: None,
+            };
+            match self.claim_execution(claim).await {
+                Ok(c) => return Ok(Some(c)),
+                Err(e) if skippable(&e) => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(None)
+    }
+
+    /// Renews the handle's lease by its claim-time TTL.
+    async fn renew(&self, handle: &Handle) -> Result<LeaseRenewal, EngineError> {
+        let p = handle.decode_for(self.backend_tag())?;
+        let args = RenewLeaseArgs {
+            execution_id: p.execution_id.clone(),
+            attempt_index: p.attempt_index,
+            fence: Some(fence_of(&p)),
+            lease_ttl_ms: p.lease_ttl_ms,
+            lease_history_grace_ms: 5000,
+        };
+        self.renew_lease(args).await
+    }
+
+    /// Writes progress under the handle's lease.
+    async fn progress(
+        &self,
+        handle: &Handle,
+        percent: Option<u8>,
+        message: Option<String>,
+    ) -> Result<(), EngineError> {
+        let p = handle.decode_for(self.backend_tag())?;
+        let args = UpdateProgressArgs {
+            execution_id: p.execution_id,
+            lease_id: p.lease_id,
+            lease_epoch: p.lease_epoch,
+            progress_pct: percent,
+            progress_message: message,
+        };
+        self.update_progress(args).await
+    }
+
+    /// Completes under the handle's lease; a retried completion that already applied succeeds.
+    async fn complete(&self, handle: &Handle, payload: Option<Vec<u8>>) -> Result<(), EngineError> {
+        let p = handle.decode_for(self.backend_tag())?;
+        let args = CompleteExecutionArgs {
+            execution_id: p.execution_id.clone(),
+            fence: Some(fence_of(&p)),
+            result_payload: payload,
+            source: CancelSource::LeaseHolder,
+        };
+        match self.complete_execution(args).await {
+            Ok(_) => Ok(()),
+            Err(e) if already_done(&e, &p, "success", "terminal") => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Fails under the handle's lease with the stored retry policy; a retried failure reconciles.
+    async fn fail(
+        &self,
+        handle: &Handle,
+        reason: FailureReason,
+        class: FailureClass,
+    ) -> Result<FailOutcome, EngineError> {
+        let p = handle.decode_for(self.backend_tag())?;
+        let category = match reason.detail.as_deref() {
+            Some(d) if !d.is_empty() => String::from_utf8_lossy(d).into_owned(),
+            _ => class.as_str().to_owned(),
+        };
+        let args = FailExecutionArgs {
+            execution_id: p.execution_id.clone(),
+            fence: Some(fence_of(&p)),
+            failure_reason: reason.message,
+            failure_category: category,
+            retry_policy_json: None,
+            source: CancelSource::LeaseHolder,
+        };
+        match self.fail_execution(args).await {
+            Ok(o) => Ok(o),
+            Err(e) if already_done(&e, &p, "failed", "terminal") => Ok(FailOutcome::TerminalFailed),
+            Err(e) if retry_already_scheduled(&e, &p) => {
+                Ok(FailOutcome::RetryScheduled { delay_until: 0 })
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Cancels as the lease holder; a retried cancel that already applied succeeds.
+    async fn cancel(&self, handle: &Handle, reason: &str) -> Result<(), EngineError> {
+        let p = handle.decode_for(self.backend_tag())?;
+        let args = CancelExecutionArgs {
+            execution_id: p.execution_id.clone(),
+            reason: reason.to_owned(),
+            source: CancelSource::Custom("worker".to_owned()),
+            lease_id: Some(p.lease_id),
+            lease_epoch: Some(p.lease_epoch),
+        };
+        match self.cancel_execution(args).await {
+            Ok(_) => Ok(()),
+            Err(e) if already_done(&e, &p, "cancelled", "terminal") => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Parks the handle's execution until a time.
+    async fn delay(&self, handle: &Handle, delay_until: TimestampMs) -> Result<(), EngineError> {
+        let p = handle.decode_for(self.backend_tag())?;
+        let args = DelayExecutionArgs {
+            execution_id: p.execution_id.clone(),
+            fence: Some(fence_of(&p)),
+            delay_until,
+            source: CancelSource::LeaseHolder,
+        };
+        self.delay_execution(args).await.map(|_| ())
+    }
+
+    /// Parks the handle's execution until its children finish.
+    async fn wait_children(&self, handle: &Handle) -> Result<(), EngineError> {
+        let p = handle.decode_for(self.backend_tag())?;
+        let args = MoveToWaitingChildrenArgs {
+            execution_id: p.execution_id.clone(),
+            fence: Some(fence_of(&p)),
+            source: CancelSource::LeaseHolder,
+        };
+        self.move_to_waiting_children(args).await
+    }
+}
+
+/// The fence triple of a decoded handle.
+pub fn fence_of(p: &HandlePayload) -> LeaseFence {
+    LeaseFence { lease_id: p.lease_id, lease_epoch: p.lease_epoch, attempt_id: p.attempt_id }
+}
+
+/// Whether an `execution_not_active` reply shows the op already applied for this lease.
+fn already_done(e: &EngineError, p: &HandlePayload, outcome: &str, phase: &str) -> bool {
+    match e.root() {
+        EngineError::Contention(ContentionKind::ExecutionNotActive {
+            terminal_outcome,
+            lease_epoch,
+            lifecycle_phase,
+            attempt_id,
+        }) => {
+            terminal_outcome == outcome
+                && lifecycle_phase == phase
+                && *lease_epoch == p.lease_epoch.to_string()
+                && *attempt_id == p.attempt_id.to_string()
+        }
+        _ => false,
+    }
+}
+
+/// Whether an `execution_not_active` reply shows a retry was already scheduled by this lease.
+fn retry_already_scheduled(e: &EngineError, p: &HandlePayload) -> bool {
+    match e.root() {
+        EngineError::Contention(ContentionKind::ExecutionNotActive {
+            lease_epoch,
+            lifecycle_phase,
+            ..
+        }) => lifecycle_phase == "runnable" && *lease_epoch == p.lease_epoch.to_string(),
+        _ => false,
+    }
+}
+
+/// Errors after which the bypass claim moves on to the next partition.
+fn skippable(e: &EngineError) -> bool {
+    matches!(
+        e.root(),
+        EngineError::Contention(_)
+            | EngineError::State(crate::error::StateKind::GrantAlreadyExists)
+            | EngineError::Validation {
+                kind: crate::error::ValidationKind::CapabilityMismatch,
+                ..
+            }
+    )
+}

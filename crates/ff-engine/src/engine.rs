@@ -1,0 +1,294 @@
+//! `Engine<R>`: the `EngineBackend` implementation shared by every store-backed backend.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use ff_core::contracts::*;
+use ff_core::{
+    BackendTag, Capabilities, Clock, EngineBackend, EngineError, ExecutionId, LaneId, TimestampMs,
+};
+
+use crate::store::{Store, StoreRunner};
+use crate::{execution, lease, lifecycle, reads, scanners, scheduling, worker};
+
+/// Implements every contract over a [`StoreRunner`]; each call is one atomic step.
+#[derive(Debug, Clone)]
+pub struct Engine<R> {
+    runner: R,
+}
+
+impl<R: StoreRunner> Engine<R> {
+    /// Wraps a runner.
+    pub fn new(runner: R) -> Self {
+        Self { runner }
+    }
+
+    /// The runner (backend-specific access).
+    pub fn runner(&self) -> &R {
+        &self.runner
+    }
+
+    /// Runs a closure with the store and the clock's `now`, read once, inside the atomic step.
+    pub async fn with_store<T, F>(&self, f: F) -> Result<T, EngineError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut dyn Store, TimestampMs) -> Result<T, EngineError> + Send + 'static,
+    {
+        let clock: Arc<dyn Clock> = self.runner.clock().clone();
+        self.runner.run(move |s| f(s, clock.now_ms())).await
+    }
+}
+
+#[async_trait]
+impl<R: StoreRunner> EngineBackend for Engine<R> {
+    fn backend_tag(&self) -> BackendTag {
+        self.runner.tag()
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        self.runner.capabilities()
+    }
+
+    async fn server_time_ms(&self) -> Result<TimestampMs, EngineError> {
+        Ok(self.runner.clock().now_ms())
+    }
+
+    async fn create_execution(
+        &self,
+        args: CreateExecutionArgs,
+    ) -> Result<CreateExecutionOutcome, EngineError> {
+        self.with_store(move |s, now| execution::create_execution(s, now, &args)).await
+    }
+
+    async fn claim_execution(&self, args: ClaimExecutionArgs) -> Result<ClaimedExecution, EngineError> {
+        let tag = self.runner.tag();
+        self.with_store(move |s, now| execution::claim_execution(s, now, tag, &args)).await
+    }
+
+    async fn complete_execution(
+        &self,
+        args: CompleteExecutionArgs,
+    ) -> Result<CompleteOutcome, EngineError> {
+        self.with_store(move |s, now| execution::complete_execution(s, now, &args)).await
+    }
+
+    async fn cancel_execution(&self, args: CancelExecutionArgs) -> Result<CancelOutcome, EngineError> {
+        self.with_store(move |s, now| lifecycle::cancel_execution(s, now, &args)).await
+    }
+
+    async fn delay_execution(&self, args: DelayExecutionArgs) -> Result<TimestampMs, EngineError> {
+        self.with_store(move |s, now| lifecycle::delay_execution(s, now, &args)).await
+    }
+
+    async fn move_to_waiting_children(
+        &self,
+        args: MoveToWaitingChildrenArgs,
+    ) -> Result<(), EngineError> {
+        self.with_store(move |s, now| lifecycle::move_to_waiting_children(s, now, &args)).await
+    }
+
+    async fn fail_execution(&self, args: FailExecutionArgs) -> Result<FailOutcome, EngineError> {
+        self.with_store(move |s, now| execution::fail_execution(s, now, &args)).await
+    }
+
+    async fn reclaim_execution(
+        &self,
+        args: ReclaimExecutionArgs,
+    ) -> Result<ReclaimExecutionOutcome, EngineError> {
+        let tag = self.runner.tag();
+        self.with_store(move |s, now| lifecycle::reclaim_execution(s, now, tag, &args)).await
+    }
+
+    async fn expire_execution(
+        &self,
+        execution_id: &ExecutionId,
+        phase: ExpirePhase,
+    ) -> Result<ExpireOutcome, EngineError> {
+        let id = execution_id.clone();
+        self.with_store(move |s, now| lifecycle::expire_execution(s, now, &id, phase)).await
+    }
+
+    async fn set_execution_tags(&self, args: SetExecutionTagsArgs) -> Result<usize, EngineError> {
+        self.with_store(move |s, now| lifecycle::set_execution_tags(s, now, &args)).await
+    }
+
+    async fn replay_execution(&self, execution_id: &ExecutionId) -> Result<ReplayOutcome, EngineError> {
+        let id = execution_id.clone();
+        self.with_store(move |s, now| lifecycle::replay_execution(s, now, &id)).await
+    }
+
+    async fn renew_lease(&self, args: RenewLeaseArgs) -> Result<LeaseRenewal, EngineError> {
+        self.with_store(move |s, now| lease::renew_lease(s, now, &args)).await
+    }
+
+    async fn mark_lease_expired_if_due(
+        &self,
+        execution_id: &ExecutionId,
+    ) -> Result<MarkLeaseExpiredOutcome, EngineError> {
+        let id = execution_id.clone();
+        self.with_store(move |s, now| lease::mark_lease_expired_if_due(s, now, &id)).await
+    }
+
+    async fn revoke_lease(&self, args: RevokeLeaseArgs) -> Result<RevokeLeaseOutcome, EngineError> {
+        self.with_store(move |s, now| lease::revoke_lease(s, now, &args)).await
+    }
+
+    async fn list_expired_leases(
+        &self,
+        args: ListExpiredLeasesArgs,
+    ) -> Result<ExpiredLeasesPage, EngineError> {
+        self.with_store(move |s, now| lease::list_expired_leases(s, now, &args)).await
+    }
+
+    async fn issue_claim_grant(
+        &self,
+        args: IssueClaimGrantArgs,
+    ) -> Result<IssueClaimGrantOutcome, EngineError> {
+        self.with_store(move |s, now| scheduling::issue_claim_grant(s, now, &args)).await
+    }
+
+    async fn change_priority(&self, args: ChangePriorityArgs) -> Result<PriorityChange, EngineError> {
+        self.with_store(move |s, now| scheduling::change_priority(s, now, &args)).await
+    }
+
+    async fn update_progress(&self, args: UpdateProgressArgs) -> Result<(), EngineError> {
+        self.with_store(move |s, now| scheduling::update_progress(s, now, &args)).await
+    }
+
+    async fn promote_delayed(
+        &self,
+        lane_id: &LaneId,
+        execution_id: &ExecutionId,
+    ) -> Result<PromoteOutcome, EngineError> {
+        let (lane, id) = (lane_id.clone(), execution_id.clone());
+        self.with_store(move |s, now| scheduling::promote_delayed(s, now, &lane, &id)).await
+    }
+
+    async fn issue_reclaim_grant(
+        &self,
+        args: IssueReclaimGrantArgs,
+    ) -> Result<IssueReclaimGrantOutcome, EngineError> {
+        self.with_store(move |s, now| scheduling::issue_reclaim_grant(s, now, &args)).await
+    }
+
+    async fn claim_resumed_execution(
+        &self,
+        args: ClaimResumedExecutionArgs,
+    ) -> Result<ClaimedExecution, EngineError> {
+        let tag = self.runner.tag();
+        self.with_store(move |s, now| lifecycle::claim_resumed_execution(s, now, tag, &args)).await
+    }
+
+    async fn issue_grant_and_claim(
+        &self,
+        args: IssueGrantAndClaimArgs,
+    ) -> Result<ClaimGrantOutcome, EngineError> {
+        self.with_store(move |s, now| lifecycle::issue_grant_and_claim(s, now, &args)).await
+    }
+
+    async fn block_execution_for_admission(&self, args: BlockExecutionArgs) -> Result<(), EngineError> {
+        self.with_store(move |s, now| scheduling::block_execution_for_admission(s, now, &args)).await
+    }
+
+    async fn unblock_execution(&self, args: UnblockExecutionArgs) -> Result<(), EngineError> {
+        self.with_store(move |s, now| scheduling::unblock_execution(s, now, &args)).await
+    }
+
+    async fn scan_eligible_executions(
+        &self,
+        args: ScanEligibleArgs,
+    ) -> Result<Vec<ExecutionId>, EngineError> {
+        self.with_store(move |s, _| scheduling::scan_eligible(s, &args)).await
+    }
+
+    async fn register_worker(
+        &self,
+        args: RegisterWorkerArgs,
+    ) -> Result<RegisterWorkerOutcome, EngineError> {
+        self.with_store(move |s, now| worker::register_worker(s, now, &args)).await
+    }
+
+    async fn heartbeat_worker(&self, args: HeartbeatWorkerArgs) -> Result<HeartbeatOutcome, EngineError> {
+        self.with_store(move |s, now| worker::heartbeat_worker(s, now, &args)).await
+    }
+
+    async fn mark_worker_dead(
+        &self,
+        args: MarkWorkerDeadArgs,
+    ) -> Result<MarkWorkerDeadOutcome, EngineError> {
+        self.with_store(move |s, now| worker::mark_worker_dead(s, now, &args)).await
+    }
+
+    async fn list_workers(&self, args: ListWorkersArgs) -> Result<WorkersPage, EngineError> {
+        self.with_store(move |s, now| worker::list_workers(s, now, &args)).await
+    }
+
+    async fn describe_execution(
+        &self,
+        execution_id: &ExecutionId,
+    ) -> Result<Option<ExecutionSnapshot>, EngineError> {
+        let id = execution_id.clone();
+        self.with_store(move |s, now| reads::describe_execution(s, now, &id)).await
+    }
+
+    async fn read_execution_context(
+        &self,
+        execution_id: &ExecutionId,
+    ) -> Result<ExecutionContext, EngineError> {
+        let id = execution_id.clone();
+        self.with_store(move |s, _| reads::read_execution_context(s, &id)).await
+    }
+
+    async fn get_execution_result(
+        &self,
+        execution_id: &ExecutionId,
+    ) -> Result<Option<Vec<u8>>, EngineError> {
+        let id = execution_id.clone();
+        self.with_store(move |s, _| reads::get_execution_result(s, &id)).await
+    }
+
+    async fn get_execution_tag(
+        &self,
+        execution_id: &ExecutionId,
+        key: &str,
+    ) -> Result<Option<String>, EngineError> {
+        let (id, key) = (execution_id.clone(), key.to_owned());
+        self.with_store(move |s, _| reads::get_execution_tag(s, &id, &key)).await
+    }
+
+    async fn read_lease_history(
+        &self,
+        execution_id: &ExecutionId,
+    ) -> Result<Vec<LeaseHistoryEntry>, EngineError> {
+        let id = execution_id.clone();
+        self.with_store(move |s, _| s.lease_events(&id)).await
+    }
+
+    async fn read_completions(
+        &self,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<CompletionEvent>, EngineError> {
+        let limit = limit.clamp(1, LIST_LIMIT_MAX);
+        self.with_store(move |s, _| s.completions_after(after, limit)).await
+    }
+
+    async fn list_executions(
+        &self,
+        partition: u16,
+        after: Option<ExecutionId>,
+        limit: usize,
+    ) -> Result<Vec<ExecutionId>, EngineError> {
+        let limit = limit.clamp(1, LIST_LIMIT_MAX);
+        self.with_store(move |s, _| reads::list_executions(s, partition, after.as_ref(), limit)).await
+    }
+
+    async fn run_scanner(
+        &self,
+        kind: ScannerKind,
+        partition: u16,
+        batch: usize,
+    ) -> Result<ScanReport, EngineError> {
+        self.with_store(move |s, now| scanners::run_pass(s, now, kind, partition, batch)).await
+    }
+}

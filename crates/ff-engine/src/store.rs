@@ -1,0 +1,141 @@
+//! The small typed storage interface the transitions run over.
+//!
+//! A store holds records, ordered indexes and two append-only feeds. It has no
+//! opinion about states: every rule lives in the transition functions. Each
+//! contract runs inside one [`StoreRunner::run`] call, which the backend makes
+//! atomic (a lock, a transaction).
+
+use std::collections::BTreeMap;
+
+use async_trait::async_trait;
+use ff_core::capabilities::Capabilities;
+use ff_core::contracts::{CompletionEvent, LeaseHistoryEntry};
+use ff_core::{
+    AttemptIndex, BackendTag, Clock, EngineError, ExecutionId, Namespace, PartitionConfig,
+    TimestampMs, WorkerInstanceId,
+};
+
+use crate::records::{
+    AttemptRecord, BlobKind, ExecCore, GrantRecord, IndexKey, LeaseRecord, StreamMeta, WorkerRecord,
+};
+
+/// Storage result: errors are infrastructure faults (never domain rejections).
+pub type StoreResult<T> = Result<T, EngineError>;
+
+/// Records, indexes and feeds of one backend.
+pub trait Store {
+    /// The partition counts this store was created with.
+    fn partition_config(&self) -> PartitionConfig;
+
+    /// Reads an execution record.
+    fn get_exec(&self, id: &ExecutionId) -> StoreResult<Option<ExecCore>>;
+    /// Writes an execution record.
+    fn put_exec(&mut self, core: &ExecCore) -> StoreResult<()>;
+
+    /// Reads a blob.
+    fn get_blob(&self, id: &ExecutionId, kind: BlobKind) -> StoreResult<Option<Vec<u8>>>;
+    /// Writes a blob.
+    fn put_blob(&mut self, id: &ExecutionId, kind: BlobKind, bytes: &[u8]) -> StoreResult<()>;
+
+    /// Reads all tags.
+    fn get_tags(&self, id: &ExecutionId) -> StoreResult<BTreeMap<String, String>>;
+    /// Writes tags (overwrite per key).
+    fn put_tags(&mut self, id: &ExecutionId, pairs: &[(String, String)]) -> StoreResult<()>;
+
+    /// Reads an attempt.
+    fn get_attempt(&self, id: &ExecutionId, index: AttemptIndex) -> StoreResult<Option<AttemptRecord>>;
+    /// Writes an attempt.
+    fn put_attempt(&mut self, rec: &AttemptRecord) -> StoreResult<()>;
+
+    /// Reads the current lease record.
+    fn get_lease(&self, id: &ExecutionId) -> StoreResult<Option<LeaseRecord>>;
+    /// Replaces the current lease record.
+    fn put_lease(&mut self, rec: &LeaseRecord) -> StoreResult<()>;
+    /// Deletes the current lease record.
+    fn delete_lease(&mut self, id: &ExecutionId) -> StoreResult<()>;
+
+    /// Reads the grant record (live or not; callers check expiry).
+    fn get_grant(&self, id: &ExecutionId) -> StoreResult<Option<GrantRecord>>;
+    /// Writes the grant record.
+    fn put_grant(&mut self, id: &ExecutionId, rec: &GrantRecord) -> StoreResult<()>;
+    /// Deletes the grant record.
+    fn delete_grant(&mut self, id: &ExecutionId) -> StoreResult<()>;
+
+    /// Reads an attempt's stream meta.
+    fn get_stream_meta(&self, id: &ExecutionId, index: AttemptIndex) -> StoreResult<Option<StreamMeta>>;
+    /// Writes an attempt's stream meta.
+    fn put_stream_meta(&mut self, id: &ExecutionId, index: AttemptIndex, meta: &StreamMeta) -> StoreResult<()>;
+
+    /// Reads a create-idempotency entry `(execution id, expires_at)`.
+    fn get_idem(&self, ns: &Namespace, key: &str) -> StoreResult<Option<(ExecutionId, TimestampMs)>>;
+    /// Writes a create-idempotency entry.
+    fn put_idem(&mut self, ns: &Namespace, key: &str, id: &ExecutionId, expires_at: TimestampMs) -> StoreResult<()>;
+
+    /// Adds or re-scores a member.
+    fn index_add(&mut self, key: &IndexKey, member: &str, score: i64) -> StoreResult<()>;
+    /// Removes a member; true if it was present.
+    fn index_remove(&mut self, key: &IndexKey, member: &str) -> StoreResult<bool>;
+    /// A member's score.
+    fn index_score(&self, key: &IndexKey, member: &str) -> StoreResult<Option<i64>>;
+    /// Members with score ≤ `max_score`, ordered by `(score, member)`, strictly after `after`.
+    fn index_range(
+        &self,
+        key: &IndexKey,
+        after: Option<(i64, &str)>,
+        max_score: i64,
+        limit: usize,
+    ) -> StoreResult<Vec<(i64, String)>>;
+
+    /// Appends a lease-history event (bounded to at least the last 1000).
+    fn append_lease_event(
+        &mut self,
+        id: &ExecutionId,
+        event: &str,
+        ts: TimestampMs,
+        fields: Vec<(&'static str, String)>,
+    ) -> StoreResult<()>;
+    /// The lease history, oldest first.
+    fn lease_events(&self, id: &ExecutionId) -> StoreResult<Vec<LeaseHistoryEntry>>;
+
+    /// Appends a completion event to the feed.
+    fn publish_completion(
+        &mut self,
+        id: &ExecutionId,
+        flow_id: &str,
+        outcome: &str,
+        ts: TimestampMs,
+    ) -> StoreResult<()>;
+    /// Completion events after a cursor.
+    fn completions_after(&self, after: u64, limit: usize) -> StoreResult<Vec<CompletionEvent>>;
+
+    /// Reads a worker registration.
+    fn get_worker(&self, ns: &Namespace, inst: &WorkerInstanceId) -> StoreResult<Option<WorkerRecord>>;
+    /// Writes a worker registration.
+    fn put_worker(&mut self, ns: &Namespace, inst: &WorkerInstanceId, rec: &WorkerRecord) -> StoreResult<()>;
+    /// Deletes a worker registration; true if it existed.
+    fn delete_worker(&mut self, ns: &Namespace, inst: &WorkerInstanceId) -> StoreResult<bool>;
+    /// Instance ids of a namespace after a cursor, sorted.
+    fn list_worker_ids(
+        &self,
+        ns: &Namespace,
+        after: Option<&WorkerInstanceId>,
+        limit: usize,
+    ) -> StoreResult<Vec<WorkerInstanceId>>;
+}
+
+/// Runs one contract atomically against a store; implemented by each backend.
+#[async_trait]
+pub trait StoreRunner: Send + Sync + 'static {
+    /// The backend tag minted into handles.
+    fn tag(&self) -> BackendTag;
+    /// The injected clock.
+    fn clock(&self) -> &std::sync::Arc<dyn Clock>;
+    /// The capability report.
+    fn capabilities(&self) -> Capabilities;
+    /// Runs `f` as one atomic step. Writes made before an `Err` are kept
+    /// (transitions only write before an error where the spec says so).
+    async fn run<R, F>(&self, f: F) -> Result<R, EngineError>
+    where
+        R: Send + 'static,
+        F: FnOnce(&mut dyn Store) -> Result<R, EngineError> + Send + 'static;
+}
