@@ -1,0 +1,425 @@
+//! A scenario harness: named executions and workers, a simulated clock, and a
+//! transcript with ids and times normalised so snapshots are stable.
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use ff_backend_memory::new_sim_backend;
+use ff_core::contracts::*;
+use ff_core::error::ContentionKind;
+use ff_core::{
+    AttemptId, CancelSource, Clock, EngineBackend, EngineError, ExecutionId, LaneId, LeaseFence,
+    LeaseId, PartitionConfig, SimClock, WorkerId, WorkerInstanceId,
+};
+use uuid::Uuid;
+
+/// The lane every scenario uses unless told otherwise.
+pub const LANE: &str = "default";
+
+/// A backend, its clock, and a transcript.
+pub struct Harness {
+    pub b: Arc<dyn EngineBackend>,
+    pub clock: SimClock,
+    t0: i64,
+    next_uuid: u64,
+    pub ids: BTreeMap<String, ExecutionId>,
+    names: Vec<(String, String)>,
+    pub claims: BTreeMap<String, Vec<ClaimedExecution>>,
+    pub log: Vec<String>,
+    /// Put every execution on partition 0 (so eligible order is one index).
+    pub one_partition: bool,
+}
+
+impl Harness {
+    /// A fresh memory backend on a simulated clock.
+    pub fn new() -> Self {
+        let clock = SimClock::default();
+        let cfg = PartitionConfig { num_flow_partitions: 8, ..PartitionConfig::default() };
+        let b: Arc<dyn EngineBackend> = Arc::new(new_sim_backend(clock.clone(), cfg));
+        Self::with(b, clock)
+    }
+
+    /// A harness over any backend sharing `clock`.
+    pub fn with(b: Arc<dyn EngineBackend>, clock: SimClock) -> Self {
+        let t0 = clock.now_ms();
+        Self {
+            b,
+            clock,
+            t0,
+            next_uuid: 0,
+            ids: BTreeMap::new(),
+            names: Vec::new(),
+            claims: BTreeMap::new(),
+            log: Vec::new(),
+            one_partition: false,
+        }
+    }
+
+    fn uuid(&mut self) -> Uuid {
+        self.next_uuid += 1;
+        Uuid::from_u64_pair(0xff, self.next_uuid)
+    }
+
+    fn name_uuid(&mut self, prefix: &str) -> Uuid {
+        let u = self.uuid();
+        let n = self.names.iter().filter(|(_, v)| v.starts_with(prefix)).count() + 1;
+        self.names.push((u.to_string(), format!("{prefix}{n}")));
+        u
+    }
+
+    /// Rewrites ids and times into stable names.
+    pub fn norm(&self, s: &str) -> String {
+        let mut out = s.to_owned();
+        for (name, id) in &self.ids {
+            out = out.replace(id.as_str(), name);
+        }
+        for (raw, name) in &self.names {
+            out = out.replace(raw, name);
+        }
+        out
+    }
+
+    /// A time relative to the start.
+    pub fn t(&self, ms: i64) -> String {
+        format!("t+{}", ms - self.t0)
+    }
+
+    pub fn say(&mut self, line: String) {
+        let line = self.norm(&line);
+        self.log.push(line);
+    }
+
+    pub fn transcript(&self) -> String {
+        self.log.join("\n")
+    }
+
+    pub fn id(&self, name: &str) -> ExecutionId {
+        self.ids[name].clone()
+    }
+
+    pub fn last_claim(&self, name: &str) -> ClaimedExecution {
+        self.claims[name].last().cloned().expect("claimed")
+    }
+
+    /// Formats an error as its code (with the reconciliation slots where present).
+    pub fn err(&self, e: &EngineError) -> String {
+        match e.root() {
+            EngineError::Contention(ContentionKind::ExecutionNotActive {
+                terminal_outcome,
+                lease_epoch,
+                lifecycle_phase,
+                ..
+            }) => format!("error execution_not_active [{terminal_outcome} epoch={lease_epoch} {lifecycle_phase}]"),
+            EngineError::Validation { detail, .. } if !detail.is_empty() => {
+                format!("error {} ({detail})", e.code().unwrap_or("?"))
+            }
+            _ => format!("error {}", e.code().unwrap_or("?")),
+        }
+    }
+
+    pub fn advance(&mut self, ms: u64) {
+        let now = self.clock.advance(ms);
+        let line = format!("-- clock {}", self.t(now));
+        self.say(line);
+    }
+
+    /// Creates an execution named `name`, letting `f` adjust the args.
+    pub async fn create_with(&mut self, name: &str, f: impl FnOnce(&mut CreateExecutionArgs)) {
+        let u = self.uuid();
+        let partition = if self.one_partition { 0 } else { self.ids.len() as u16 % 8 };
+        let id = ExecutionId::from_parts(partition, u);
+        self.ids.insert(name.to_owned(), id.clone());
+        let mut args = CreateExecutionArgs::new(id, "ns", LaneId::new(LANE), "task");
+        f(&mut args);
+        let line = match self.b.create_execution(args).await {
+            Ok(CreateExecutionOutcome::Created { public_state, .. }) => format!("create {name} -> {public_state}"),
+            Ok(other) => format!("create {name} -> {other:?}"),
+            Err(e) => format!("create {name} -> {}", self.err(&e)),
+        };
+        self.say(line);
+    }
+
+    pub async fn create(&mut self, name: &str) {
+        self.create_with(name, |_| {}).await;
+    }
+
+    pub fn worker(w: &str) -> (WorkerId, WorkerInstanceId) {
+        (WorkerId::new(w), WorkerInstanceId::new(format!("{w}-1")))
+    }
+
+    pub fn grant_args(&self, name: &str, w: &str, caps: &[&str]) -> IssueClaimGrantArgs {
+        let (worker_id, worker_instance_id) = Self::worker(w);
+        IssueClaimGrantArgs {
+            execution_id: self.id(name),
+            worker_id,
+            worker_instance_id,
+            lane_id: LaneId::new(LANE),
+            capability_hash: String::new(),
+            grant_ttl_ms: 5_000,
+            route_snapshot_json: String::new(),
+            admission_summary: String::new(),
+            worker_capabilities: CapabilitySet::new(caps.iter().copied()),
+        }
+    }
+
+    pub async fn grant(&mut self, name: &str, w: &str, caps: &[&str]) -> Result<(), EngineError> {
+        let args = self.grant_args(name, w, caps);
+        let r = self.b.issue_claim_grant(args).await;
+        let line = match &r {
+            Ok(IssueClaimGrantOutcome::Granted(g)) => {
+                format!("grant {name} to {w} -> granted until {}", self.t(g.expires_at_ms))
+            }
+            Ok(other) => format!("grant {name} to {w} -> {other:?}"),
+            Err(e) => format!("grant {name} to {w} -> {}", self.err(e)),
+        };
+        self.say(line);
+        r.map(|_| ())
+    }
+
+    fn record_claim(&mut self, name: &str, c: ClaimedExecution, what: &str) {
+        let line = format!(
+            "{what} {name} -> attempt #{} ({}) epoch {} expires {}",
+            c.attempt_index,
+            c.attempt_type,
+            c.lease_epoch,
+            self.t(c.lease_expires_at)
+        );
+        self.claims.entry(name.to_owned()).or_default().push(c);
+        self.say(line);
+    }
+
+    pub async fn claim(&mut self, name: &str, w: &str) -> Result<(), EngineError> {
+        let (worker_id, worker_instance_id) = Self::worker(w);
+        let lease_id = LeaseId::from_uuid(self.name_uuid("L"));
+        let attempt_id = AttemptId::from_uuid(self.name_uuid("A"));
+        let args = ClaimExecutionArgs {
+            execution_id: self.id(name),
+            worker_id,
+            worker_instance_id,
+            lane_id: LaneId::new(LANE),
+            lease_id,
+            lease_ttl_ms: 10_000,
+            attempt_id,
+            attempt_policy_json: String::new(),
+            attempt_timeout_ms: None,
+            execution_deadline_at: None,
+        };
+        match self.b.claim_execution(args).await {
+            Ok(c) => {
+                self.record_claim(name, c, &format!("claim by {w}"));
+                Ok(())
+            }
+            Err(e) => {
+                let line = format!("claim {name} by {w} -> {}", self.err(&e));
+                self.say(line);
+                Err(e)
+            }
+        }
+    }
+
+    /// Grant then claim.
+    pub async fn grant_claim(&mut self, name: &str, w: &str) {
+        if self.grant(name, w, &[]).await.is_ok() {
+            let _ = self.claim(name, w).await;
+        }
+    }
+
+    pub async fn claim_resumed(&mut self, name: &str, w: &str) -> Result<(), EngineError> {
+        let (worker_id, worker_instance_id) = Self::worker(w);
+        let lease_id = LeaseId::from_uuid(self.name_uuid("L"));
+        let args = ClaimResumedExecutionArgs {
+            execution_id: self.id(name),
+            worker_id,
+            worker_instance_id,
+            lane_id: LaneId::new(LANE),
+            lease_id,
+            lease_ttl_ms: 10_000,
+            remaining_attempt_timeout_ms: None,
+        };
+        match self.b.claim_resumed_execution(args).await {
+            Ok(c) => {
+                self.record_claim(name, c, &format!("claim-resumed by {w}"));
+                Ok(())
+            }
+            Err(e) => {
+                let line = format!("claim-resumed {name} by {w} -> {}", self.err(&e));
+                self.say(line);
+                Err(e)
+            }
+        }
+    }
+
+    pub fn fence(&self, name: &str, nth: Option<usize>) -> LeaseFence {
+        let cs = &self.claims[name];
+        let c = match nth {
+            Some(i) => &cs[i],
+            None => cs.last().expect("claim"),
+        };
+        LeaseFence { lease_id: c.lease_id, lease_epoch: c.lease_epoch, attempt_id: c.attempt_id }
+    }
+
+    /// Completes with the latest claim (or the `nth` claim for stale tests).
+    pub async fn complete_nth(&mut self, name: &str, nth: Option<usize>) -> Result<(), EngineError> {
+        let args = CompleteExecutionArgs {
+            execution_id: self.id(name),
+            fence: Some(self.fence(name, nth)),
+            result_payload: Some(b"done".to_vec()),
+            source: CancelSource::LeaseHolder,
+        };
+        let r = self.b.complete_execution(args).await;
+        let tag = nth.map(|i| format!(" (lease #{i})")).unwrap_or_default();
+        let line = match &r {
+            Ok(_) => format!("complete {name}{tag} -> completed"),
+            Err(e) => format!("complete {name}{tag} -> {}", self.err(e)),
+        };
+        self.say(line);
+        r.map(|_| ())
+    }
+
+    pub async fn complete(&mut self, name: &str) -> Result<(), EngineError> {
+        self.complete_nth(name, None).await
+    }
+
+    pub async fn fail_nth(&mut self, name: &str, nth: Option<usize>, policy: Option<&str>) -> Result<(), EngineError> {
+        let args = FailExecutionArgs {
+            execution_id: self.id(name),
+            fence: Some(self.fence(name, nth)),
+            failure_reason: "boom".into(),
+            failure_category: "transient".into(),
+            retry_policy_json: policy.map(str::to_owned),
+            source: CancelSource::LeaseHolder,
+        };
+        let r = self.b.fail_execution(args).await;
+        let tag = nth.map(|i| format!(" (lease #{i})")).unwrap_or_default();
+        let line = match &r {
+            Ok(FailOutcome::RetryScheduled { delay_until }) => {
+                format!("fail {name}{tag} -> retry scheduled at {}", self.t(*delay_until))
+            }
+            Ok(o) => format!("fail {name}{tag} -> {o:?}"),
+            Err(e) => format!("fail {name}{tag} -> {}", self.err(e)),
+        };
+        self.say(line);
+        r.map(|_| ())
+    }
+
+    pub async fn fail(&mut self, name: &str) -> Result<(), EngineError> {
+        self.fail_nth(name, None, None).await
+    }
+
+    pub async fn renew_nth(&mut self, name: &str, nth: Option<usize>) -> Result<(), EngineError> {
+        let c = match nth {
+            Some(i) => self.claims[name][i].clone(),
+            None => self.last_claim(name),
+        };
+        let r = self.b.renew(&c.handle).await;
+        let tag = nth.map(|i| format!(" (lease #{i})")).unwrap_or_default();
+        let line = match &r {
+            Ok(l) => format!("renew {name}{tag} -> expires {}", self.t(l.expires_at_ms)),
+            Err(e) => format!("renew {name}{tag} -> {}", self.err(e)),
+        };
+        self.say(line);
+        r.map(|_| ())
+    }
+
+    pub async fn cancel(&mut self, name: &str) -> Result<(), EngineError> {
+        let args = CancelExecutionArgs {
+            execution_id: self.id(name),
+            reason: "operator".into(),
+            source: CancelSource::OperatorOverride,
+            lease_id: None,
+            lease_epoch: None,
+        };
+        let r = self.b.cancel_execution(args).await;
+        let line = match &r {
+            Ok(CancelOutcome::Cancelled { from_phase, .. }) => format!("cancel {name} -> cancelled from {from_phase}"),
+            Ok(o) => format!("cancel {name} -> {o:?}"),
+            Err(e) => format!("cancel {name} -> {}", self.err(e)),
+        };
+        self.say(line);
+        r.map(|_| ())
+    }
+
+    pub async fn reclaim(&mut self, name: &str, w: &str, cap: Option<u32>) {
+        let g = self.grant_args(name, w, &[]);
+        let line = match self.b.issue_reclaim_grant(g).await {
+            Ok(IssueReclaimGrantOutcome::Granted(g)) => format!("reclaim-grant {name} to {w} -> granted until {}", self.t(g.expires_at_ms)),
+            Ok(o) => format!("reclaim-grant {name} to {w} -> {o:?}"),
+            Err(e) => format!("reclaim-grant {name} to {w} -> {}", self.err(&e)),
+        };
+        self.say(line);
+        let (worker_id, worker_instance_id) = Self::worker(w);
+        let args = ReclaimExecutionArgs {
+            execution_id: self.id(name),
+            worker_id,
+            worker_instance_id,
+            lane_id: LaneId::new(LANE),
+            lease_id: LeaseId::from_uuid(self.name_uuid("L")),
+            lease_ttl_ms: 10_000,
+            attempt_id: AttemptId::from_uuid(self.name_uuid("A")),
+            attempt_policy_json: String::new(),
+            max_reclaim_count: cap,
+        };
+        match self.b.reclaim_execution(args).await {
+            Ok(ReclaimExecutionOutcome::Claimed(c)) => self.record_claim(name, c, &format!("reclaim by {w}")),
+            Ok(o) => {
+                let line = format!("reclaim {name} by {w} -> {o:?}");
+                self.say(line);
+            }
+            Err(e) => {
+                let line = format!("reclaim {name} by {w} -> {}", self.err(&e));
+                self.say(line);
+            }
+        }
+    }
+
+    pub async fn scan(&mut self, kind: ScannerKind) {
+        let mut total = ScanReport::default();
+        for p in 0..8 {
+            let r = self.b.run_scanner(kind, p, 50).await.expect("scanner");
+            total.examined += r.examined;
+            total.acted += r.acted;
+        }
+        self.say(format!("scan {kind:?} -> examined {} acted {}", total.examined, total.acted));
+    }
+
+    /// Logs the state vector and counters of an execution.
+    pub async fn show(&mut self, name: &str) {
+        let snap = self.b.describe_execution(&self.id(name)).await.expect("describe");
+        let line = match snap {
+            None => format!("state {name}: missing"),
+            Some(s) => format!(
+                "state {name}: {} [{}/{}/{}/{}/{}/{}] epoch={} attempts={} retries={} reclaims={} started={} done={}",
+                s.public_state,
+                s.state.lifecycle_phase,
+                s.state.ownership_state,
+                s.state.eligibility_state,
+                s.state.blocking_reason,
+                s.state.terminal_outcome,
+                s.state.attempt_state,
+                s.lease_epoch,
+                s.total_attempt_count,
+                s.retry_count,
+                s.lease_reclaim_count,
+                s.started_at.map(|t| self.t(t)).unwrap_or_else(|| "-".into()),
+                s.completed_at.map(|t| self.t(t)).unwrap_or_else(|| "-".into()),
+            ),
+        };
+        self.say(line);
+    }
+
+    /// Logs the lane's eligible order on every partition, best first.
+    pub async fn eligible(&mut self) {
+        let mut all = Vec::new();
+        for p in 0..8 {
+            let args = ScanEligibleArgs { lane_id: LaneId::new(LANE), partition: p, limit: 100 };
+            all.extend(self.b.scan_eligible_executions(args).await.expect("scan"));
+        }
+        let names: Vec<String> = all.iter().map(|id| self.norm(id.as_str())).collect();
+        self.say(format!("eligible: [{}]", names.join(", ")));
+    }
+
+    pub fn now(&self) -> i64 {
+        self.clock.now_ms()
+    }
+}
