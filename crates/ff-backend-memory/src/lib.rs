@@ -417,3 +417,112 @@ impl Store for MemStore {
             .collect())
     }
 }
+
+impl MemoryRunner {
+    /// Every violated state invariant (spec 01 §4.4–4.5), empty when all hold.
+    pub fn invariant_violations(&self) -> Vec<String> {
+        self.store.lock().invariant_violations()
+    }
+}
+
+impl MemStore {
+    fn in_index(&self, key: &IndexKey, member: &str) -> bool {
+        self.indexes.get(key).is_some_and(|i| i.scores.contains_key(member))
+    }
+
+    /// Checks spec 01 §4.4 (1–7) and the lane-index membership of §4.5.
+    pub fn invariant_violations(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        let ids: BTreeSet<&ExecutionId> = self.execs.keys().collect();
+        for id in ids {
+            if let Some(core) = self.execs.get(id) {
+                self.check_exec(core, &mut out);
+            }
+        }
+        out
+    }
+
+    fn check_exec(&self, core: &ExecCore, out: &mut Vec<String>) {
+        use ff_core::state::{EligibilityState as E, LifecyclePhase as P, OwnershipState as O};
+        use ff_engine::records::LaneIndex as L;
+        let id = core.execution_id.as_str();
+        let mut bad = |what: &str| out.push(format!("{id}: {what}"));
+        let s = &core.state;
+        if let Some(v) = s.invariant_violation() {
+            bad(v);
+        }
+        let rate_limited_block = s.public_state == ff_core::PublicState::RateLimited
+            && matches!(s.eligibility_state, E::BlockedByRoute | E::BlockedByOperator | E::BlockedByLaneState);
+        if !s.is_consistent() && !rate_limited_block {
+            bad("public state inconsistent with dimensions");
+        }
+        let attempts = (0..core.total_attempt_count)
+            .filter(|i| self.attempts.contains_key(&(core.execution_id.clone(), *i)))
+            .count();
+        if attempts as u32 != core.total_attempt_count {
+            bad("attempt records do not match total_attempt_count");
+        }
+        let p = core.execution_id.partition_index();
+        let lane = |k| IndexKey::lane(&core.execution_id, &core.lane_id, k);
+        let expected: Option<L> = match s.lifecycle_phase {
+            P::Runnable => ff_engine::common::runnable_index(s.eligibility_state),
+            P::Active => Some(L::Active),
+            P::Suspended => Some(L::Suspended),
+            P::Terminal => Some(L::Terminal),
+            P::Submitted => None,
+        };
+        for k in L::ALL {
+            let member = self.in_index(&lane(k), id);
+            if member != (Some(k) == expected) {
+                bad(&format!("lane index {k:?} membership is {member}"));
+            }
+        }
+        let in_expiry = self.in_index(&IndexKey::LeaseExpiry(p), id);
+        match (s.lifecycle_phase, s.ownership_state) {
+            (P::Active, O::Leased) => {
+                let lease = self.leases.get(&core.execution_id);
+                let matches = lease.is_some_and(|l| {
+                    Some(l.lease_id) == core.current_lease_id
+                        && l.lease_epoch == core.current_lease_epoch
+                        && Some(l.attempt_id) == core.current_attempt_id
+                });
+                if !matches {
+                    bad("leased without a matching lease record");
+                }
+                if !in_expiry {
+                    bad("leased but not in lease_expiry");
+                }
+                let in_worker = core.current_worker_instance_id.as_ref().is_some_and(|w| {
+                    self.in_index(&IndexKey::WorkerLeases(p, w.clone()), id)
+                });
+                if !in_worker {
+                    bad("leased but not in the holder's worker set");
+                }
+            }
+            (P::Active, O::LeaseExpiredReclaimable) => {
+                if !in_expiry {
+                    bad("expired lease dropped from lease_expiry");
+                }
+            }
+            (P::Active, O::LeaseRevoked) => {
+                if in_expiry {
+                    bad("revoked lease still in lease_expiry");
+                }
+            }
+            _ => {
+                if in_expiry {
+                    bad("not active but in lease_expiry");
+                }
+                if self.leases.contains_key(&core.execution_id) {
+                    bad("lease record without an active phase");
+                }
+            }
+        }
+        if s.lifecycle_phase == P::Terminal
+            && (self.in_index(&IndexKey::AttemptTimeout(p), id)
+                || self.in_index(&IndexKey::ExecutionDeadline(p), id))
+        {
+            bad("terminal but still in a timeout index");
+        }
+    }
+}

@@ -14,7 +14,7 @@ pub struct Version {
 }
 
 /// Which backend this is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub struct BackendIdentity {
     /// `memory`, `valkey`, `sqlite`, or `unknown`.
     pub family: &'static str,
@@ -172,7 +172,7 @@ impl ContractFamily {
 }
 
 /// A backend's identity, method flags and contract families.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[non_exhaustive]
 pub struct Capabilities {
     /// Which backend.

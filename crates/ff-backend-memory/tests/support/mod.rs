@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use ff_backend_memory::new_sim_backend;
+use ff_backend_memory::{MemoryBackend, new_sim_backend};
 use ff_core::contracts::*;
 use ff_core::error::ContentionKind;
 use ff_core::{
@@ -29,6 +29,8 @@ pub struct Harness {
     pub log: Vec<String>,
     /// Put every execution on partition 0 (so eligible order is one index).
     pub one_partition: bool,
+    /// The memory backend, when the harness owns one (for store dumps).
+    pub mem: Option<Arc<MemoryBackend>>,
 }
 
 impl Harness {
@@ -36,8 +38,11 @@ impl Harness {
     pub fn new() -> Self {
         let clock = SimClock::default();
         let cfg = PartitionConfig { num_flow_partitions: 8, ..PartitionConfig::default() };
-        let b: Arc<dyn EngineBackend> = Arc::new(new_sim_backend(clock.clone(), cfg));
-        Self::with(b, clock)
+        let mem = Arc::new(new_sim_backend(clock.clone(), cfg));
+        let b: Arc<dyn EngineBackend> = mem.clone();
+        let mut h = Self::with(b, clock);
+        h.mem = Some(mem);
+        h
     }
 
     /// A harness over any backend sharing `clock`.
@@ -53,6 +58,7 @@ impl Harness {
             claims: BTreeMap::new(),
             log: Vec::new(),
             one_partition: false,
+            mem: None,
         }
     }
 
@@ -149,9 +155,16 @@ impl Harness {
     }
 
     pub fn grant_args(&self, name: &str, w: &str, caps: &[&str]) -> IssueClaimGrantArgs {
+        let mut a = self.grant_args_for(self.id(name), w);
+        a.worker_capabilities = CapabilitySet::new(caps.iter().copied());
+        a
+    }
+
+    pub fn grant_args_for(&self, execution_id: ExecutionId, w: &str) -> IssueClaimGrantArgs {
+        let caps: [&str; 0] = [];
         let (worker_id, worker_instance_id) = Self::worker(w);
         IssueClaimGrantArgs {
-            execution_id: self.id(name),
+            execution_id,
             worker_id,
             worker_instance_id,
             lane_id: LaneId::new(LANE),
@@ -422,4 +435,44 @@ impl Harness {
     pub fn now(&self) -> i64 {
         self.clock.now_ms()
     }
+}
+
+impl Harness {
+    /// A deterministic dump of the whole store.
+    pub fn dump(&self) -> String {
+        self.mem.as_ref().map(|m| m.runner().dump()).unwrap_or_default()
+    }
+
+    /// The store's invariant violations.
+    pub fn violations(&self) -> Vec<String> {
+        self.mem.as_ref().map(|m| m.runner().invariant_violations()).unwrap_or_default()
+    }
+}
+
+/// Asserts a result is the error `code` and that the store did not change.
+#[macro_export]
+macro_rules! rejects {
+    ($h:expr, $call:expr, $code:expr) => {{
+        let before = $h.dump();
+        let r = $call.await;
+        match &r {
+            Ok(v) => panic!("expected {} from {}, got Ok({:?})", $code, stringify!($call), v),
+            Err(e) => assert_eq!(e.code(), Some($code), "{} -> {e}", stringify!($call)),
+        }
+        assert_eq!(before, $h.dump(), "{} wrote on error {}", stringify!($call), $code);
+    }};
+}
+
+/// Asserts a result is the error `code`; the store may change (spec 01 §5.6 writes).
+#[macro_export]
+macro_rules! rejects_with_write {
+    ($h:expr, $call:expr, $code:expr) => {{
+        let before = $h.dump();
+        let r = $call.await;
+        match &r {
+            Ok(v) => panic!("expected {} from {}, got Ok({:?})", $code, stringify!($call), v),
+            Err(e) => assert_eq!(e.code(), Some($code), "{} -> {e}", stringify!($call)),
+        }
+        assert_ne!(before, $h.dump(), "{} should have written", stringify!($call));
+    }};
 }
