@@ -321,29 +321,28 @@ pub fn start_fresh_attempt(
     Ok((expires, attempt_type))
 }
 
-fn new_attempt_record(
+/// A started attempt record with no lineage.
+pub fn blank_attempt(
     core: &ExecCore,
-    c: &FreshClaim<'_>,
+    attempt_id: ff_core::AttemptId,
+    lease_id: ff_core::LeaseId,
+    worker_id: &ff_core::WorkerId,
+    worker_instance_id: &ff_core::WorkerInstanceId,
     index: u32,
     now: TimestampMs,
-) -> (AttemptType, AttemptRecord) {
-    let attempt_type = match core.state.attempt_state {
-        AttemptState::PendingRetryAttempt => AttemptType::Retry,
-        AttemptState::PendingReplayAttempt => AttemptType::Replay,
-        _ => AttemptType::Initial,
-    };
-    let mut rec = AttemptRecord {
-        attempt_id: c.attempt_id,
+) -> AttemptRecord {
+    AttemptRecord {
+        attempt_id,
         execution_id: core.execution_id.clone(),
         attempt_index: index,
-        attempt_type,
+        attempt_type: AttemptType::Initial,
         attempt_state: AttemptLifecycle::Started,
         created_at: now,
         started_at: now,
-        lease_id: c.lease_id,
+        lease_id,
         lease_epoch: core.current_lease_epoch + 1,
-        worker_id: c.worker_id.clone(),
-        worker_instance_id: c.worker_instance_id.clone(),
+        worker_id: worker_id.clone(),
+        worker_instance_id: worker_instance_id.clone(),
         retry_reason: None,
         previous_attempt_index: None,
         replay_reason: None,
@@ -358,7 +357,22 @@ fn new_attempt_record(
         resumed_at: None,
         policy: BTreeMap::new(),
         usage: BTreeMap::from([("last_usage_report_seq".to_owned(), 0)]),
+    }
+}
+
+fn new_attempt_record(
+    core: &ExecCore,
+    c: &FreshClaim<'_>,
+    index: u32,
+    now: TimestampMs,
+) -> (AttemptType, AttemptRecord) {
+    let attempt_type = match core.state.attempt_state {
+        AttemptState::PendingRetryAttempt => AttemptType::Retry,
+        AttemptState::PendingReplayAttempt => AttemptType::Replay,
+        _ => AttemptType::Initial,
     };
+    let mut rec = blank_attempt(core, c.attempt_id, c.lease_id, c.worker_id, c.worker_instance_id, index, now);
+    rec.attempt_type = attempt_type;
     match attempt_type {
         AttemptType::Retry => {
             rec.retry_reason = core.pending_retry_reason.clone();

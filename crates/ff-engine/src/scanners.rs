@@ -35,6 +35,7 @@ pub fn run_pass(
             ExpirePhase::ExecutionDeadline,
             batch,
         ),
+        _ => Err(EngineError::Unavailable { op: "run_scanner" }),
     }
 }
 
