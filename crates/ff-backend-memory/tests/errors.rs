@@ -7,7 +7,7 @@ mod support;
 use ff_core::contracts::*;
 use ff_core::state::BlockingReason;
 use ff_core::{
-    AttemptId, CancelSource, EngineBackend, LaneId, LeaseFence, LeaseId, Namespace, WorkerId,
+    AttemptId, CancelSource, LaneId, LeaseFence, LeaseId, Namespace, WorkerId,
     WorkerInstanceId,
 };
 use support::Harness;
@@ -42,7 +42,7 @@ async fn leased(h: &mut Harness, name: &str) {
 #[test]
 fn create_execution_codes() {
     rt().block_on(async {
-        let mut h = Harness::new();
+        let h = Harness::new();
         let make = |policy: &str| {
             let mut a = CreateExecutionArgs::new(missing(), "ns", LaneId::new("default"), "k");
             a.policy_json = policy.to_owned();
@@ -118,7 +118,7 @@ fn claim_execution_codes() {
         h.grant_claim("e1", "w1").await;
         rejects!(h, h.b.claim_execution(args(&h, Some("e1"), "w1")), "execution_not_leaseable");
         let until = h.now() + 1_000;
-        let delayed = h.clock.now_ms() + 1_000;
+        let delayed = h.now() + 1_000;
         h.create_with("e2", |a| a.delay_until = Some(delayed)).await;
         rejects!(h, h.b.claim_execution(args(&h, Some("e2"), "w1")), "execution_not_leaseable");
         // A self-paused execution needs the resumed path; the grant survives.
@@ -137,7 +137,7 @@ fn claim_execution_codes() {
 fn terminal_style_ops_codes() {
     rt().block_on(async {
         let mut h = Harness::new();
-        let none = |h: &Harness, id| CompleteExecutionArgs { execution_id: id, fence: None, result_payload: None, source: CancelSource::LeaseHolder };
+        let none = |_h: &Harness, id| CompleteExecutionArgs { execution_id: id, fence: None, result_payload: None, source: CancelSource::LeaseHolder };
         rejects!(h, h.b.complete_execution(none(&h, missing())), "execution_not_found");
         leased(&mut h, "e1").await;
         rejects!(h, h.b.complete_execution(none(&h, h.id("e1"))), "fence_required");
@@ -221,7 +221,7 @@ fn cancel_codes() {
 fn reclaim_codes() {
     rt().block_on(async {
         let mut h = Harness::new();
-        let r = |h: &Harness, id, w: &str, ttl| ReclaimExecutionArgs {
+        let r = |_h: &Harness, id, w: &str, ttl| ReclaimExecutionArgs {
             execution_id: id,
             worker_id: WorkerId::new(w),
             worker_instance_id: WorkerInstanceId::new(format!("{w}-1")),

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use ff_backend_memory::{MemoryBackend, new_sim_backend};
 use ff_core::contracts::*;
 use ff_core::state::BlockingReason;
-use ff_core::{
+use ff_core::{Clock, 
     AttemptId, CancelSource, EngineBackend, EngineError, ExecutionId, LaneId, LeaseId,
     PartitionConfig, SimClock, WorkerId, WorkerInstanceId,
 };

@@ -4,7 +4,7 @@ mod support;
 
 use ff_core::contracts::*;
 use ff_core::state::BlockingReason;
-use ff_core::{EngineBackend, LaneId, Namespace};
+use ff_core::{LaneId, Namespace};
 use support::Harness;
 
 fn rt() -> tokio::runtime::Runtime {

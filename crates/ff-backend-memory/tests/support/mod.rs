@@ -190,9 +190,9 @@ impl Harness {
         r.map(|_| ())
     }
 
-    fn record_claim(&mut self, name: &str, c: ClaimedExecution, what: &str) {
+    fn record_claim(&mut self, name: &str, c: ClaimedExecution, verb: &str, w: &str) {
         let line = format!(
-            "{what} {name} -> attempt #{} ({}) epoch {} expires {}",
+            "{verb} {name} by {w} -> attempt #{} ({}) epoch {} expires {}",
             c.attempt_index,
             c.attempt_type,
             c.lease_epoch,
@@ -220,7 +220,7 @@ impl Harness {
         };
         match self.b.claim_execution(args).await {
             Ok(c) => {
-                self.record_claim(name, c, &format!("claim by {w}"));
+                self.record_claim(name, c, "claim", w);
                 Ok(())
             }
             Err(e) => {
@@ -252,7 +252,7 @@ impl Harness {
         };
         match self.b.claim_resumed_execution(args).await {
             Ok(c) => {
-                self.record_claim(name, c, &format!("claim-resumed by {w}"));
+                self.record_claim(name, c, "claim-resumed", w);
                 Ok(())
             }
             Err(e) => {
@@ -374,7 +374,7 @@ impl Harness {
             max_reclaim_count: cap,
         };
         match self.b.reclaim_execution(args).await {
-            Ok(ReclaimExecutionOutcome::Claimed(c)) => self.record_claim(name, c, &format!("reclaim by {w}")),
+            Ok(ReclaimExecutionOutcome::Claimed(c)) => self.record_claim(name, c, "reclaim", w),
             Ok(o) => {
                 let line = format!("reclaim {name} by {w} -> {o:?}");
                 self.say(line);
