@@ -450,6 +450,7 @@ impl Sim {
             }
         }
         self.summary.unfinished = unfinished;
+        self.summary.violations.extend(self.backend.runner().invariant_violations());
         self.summary.trace_hash = self.trace;
         Ok(())
     }

@@ -363,7 +363,7 @@ fn random_sequences_keep_state_invariants() {
     let mut runner = TestRunner::new_with_rng(config, rng);
     let result = runner.run(&proptest::collection::vec(op(), 1..80), |ops| check(&ops));
     if let Err(e) = result {
-        panic!("property failed; reproduce with FF_PROPTEST_SEED={seed}: {e}");
+        panic!("property failed; reproduce with FF_PROPTEST_SEED={seed}: {e:?}");
     }
     // The generator must actually reach every contract, not only its error paths.
     let seen = SUCCEEDED.lock().map(|s| s.clone()).unwrap_or_default();
