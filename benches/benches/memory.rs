@@ -9,8 +9,8 @@ use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
 use ff_backend_memory::{MemoryBackend, new_sim_backend};
 use ff_core::contracts::*;
 use ff_core::{
-    AttemptId, CancelSource, EngineBackend, ExecutionId, LaneId, LeaseFence, LeaseId,
-    PartitionConfig, SimClock, WorkerId, WorkerInstanceId,
+    AttemptId, CancelSource, EngineBackend, ExecutionId, LaneId, LeaseFence, LeaseId, PartitionConfig,
+    SimClock, WorkerId, WorkerInstanceId,
 };
 use uuid::Uuid;
 

@@ -10,8 +10,8 @@ use std::fmt;
 use ff_backend_memory::{MemoryBackend, new_sim_backend};
 use ff_core::contracts::*;
 use ff_core::{
-    AttemptId, Clock, EngineBackend, EngineError, ExecutionId, LaneId, LeaseId, PartitionConfig,
-    PublicState, SimClock, WorkerId, WorkerInstanceId,
+    AttemptId, Clock, EngineBackend, EngineError, ExecutionId, LaneId, LeaseId, PartitionConfig, PublicState,
+    SimClock, WorkerId, WorkerInstanceId,
 };
 use uuid::Uuid;
 
@@ -213,7 +213,8 @@ impl Sim {
     }
 
     async fn create_all(&mut self) -> Result<(), EngineError> {
-        let parts = PartitionConfig { num_flow_partitions: self.cfg.partitions.max(1), ..PartitionConfig::default() };
+        let parts =
+            PartitionConfig { num_flow_partitions: self.cfg.partitions.max(1), ..PartitionConfig::default() };
         let policy = r#"{"retry_policy":{"max_retries":2,"backoff":{"type":"fixed","delay_ms":500}}}"#;
         for i in 0..self.cfg.executions {
             let id = ExecutionId::solo(&self.lane, &parts, self.rng.uuid());
@@ -370,7 +371,12 @@ impl Sim {
         Ok(())
     }
 
-    async fn finish_task(&mut self, w: usize, claim: ClaimedExecution, plan: Plan) -> Result<(), EngineError> {
+    async fn finish_task(
+        &mut self,
+        w: usize,
+        claim: ClaimedExecution,
+        plan: Plan,
+    ) -> Result<(), EngineError> {
         self.workers[w] = WorkerState::Idle;
         let id = claim.execution_id.clone();
         match plan {

@@ -53,7 +53,9 @@ fn main() -> ExitCode {
             if summary.violations.is_empty() && summary.unfinished == 0 {
                 ExitCode::SUCCESS
             } else {
-                eprintln!("ff-sim: FAILED — replay with: ff-sim run --seed {seed} --workers {workers} --executions {executions}");
+                eprintln!(
+                    "ff-sim: FAILED — replay with: ff-sim run --seed {seed} --workers {workers} --executions {executions}"
+                );
                 ExitCode::FAILURE
             }
         }

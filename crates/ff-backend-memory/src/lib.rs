@@ -11,8 +11,8 @@ use async_trait::async_trait;
 use ff_core::capabilities::{BackendIdentity, Capabilities, ContractFamily, Supports, Version};
 use ff_core::contracts::{CompletionEvent, LeaseHistoryEntry};
 use ff_core::{
-    AttemptIndex, BackendTag, Clock, EngineError, ExecutionId, Namespace, PartitionConfig,
-    SimClock, SystemClock, TimestampMs, WorkerInstanceId,
+    AttemptIndex, BackendTag, Clock, EngineError, ExecutionId, Namespace, PartitionConfig, SimClock,
+    SystemClock, TimestampMs, WorkerInstanceId,
 };
 use ff_engine::common::LEASE_HISTORY_LEN_MAX;
 use ff_engine::records::{
@@ -279,7 +279,12 @@ impl Store for MemStore {
         Ok(self.stream_meta.get(&(id.clone(), index)).cloned())
     }
 
-    fn put_stream_meta(&mut self, id: &ExecutionId, index: AttemptIndex, meta: &StreamMeta) -> StoreResult<()> {
+    fn put_stream_meta(
+        &mut self,
+        id: &ExecutionId,
+        index: AttemptIndex,
+        meta: &StreamMeta,
+    ) -> StoreResult<()> {
         self.stream_meta.insert((id.clone(), index), meta.clone());
         Ok(())
     }
@@ -288,7 +293,13 @@ impl Store for MemStore {
         Ok(self.idem.get(&(ns.clone(), key.to_owned())).cloned())
     }
 
-    fn put_idem(&mut self, ns: &Namespace, key: &str, id: &ExecutionId, expires_at: TimestampMs) -> StoreResult<()> {
+    fn put_idem(
+        &mut self,
+        ns: &Namespace,
+        key: &str,
+        id: &ExecutionId,
+        expires_at: TimestampMs,
+    ) -> StoreResult<()> {
         self.idem.insert((ns.clone(), key.to_owned()), (id.clone(), expires_at));
         Ok(())
     }
@@ -452,7 +463,10 @@ impl MemStore {
             bad(v);
         }
         let rate_limited_block = s.public_state == ff_core::PublicState::RateLimited
-            && matches!(s.eligibility_state, E::BlockedByRoute | E::BlockedByOperator | E::BlockedByLaneState);
+            && matches!(
+                s.eligibility_state,
+                E::BlockedByRoute | E::BlockedByOperator | E::BlockedByLaneState
+            );
         if !s.is_consistent() && !rate_limited_block {
             bad("public state inconsistent with dimensions");
         }
@@ -492,9 +506,10 @@ impl MemStore {
                 if !in_expiry {
                     bad("leased but not in lease_expiry");
                 }
-                let in_worker = core.current_worker_instance_id.as_ref().is_some_and(|w| {
-                    self.in_index(&IndexKey::WorkerLeases(p, w.clone()), id)
-                });
+                let in_worker = core
+                    .current_worker_instance_id
+                    .as_ref()
+                    .is_some_and(|w| self.in_index(&IndexKey::WorkerLeases(p, w.clone()), id));
                 if !in_worker {
                     bad("leased but not in the holder's worker set");
                 }

@@ -6,10 +6,7 @@ mod support;
 
 use ff_core::contracts::*;
 use ff_core::state::BlockingReason;
-use ff_core::{
-    AttemptId, CancelSource, LaneId, LeaseFence, LeaseId, Namespace, WorkerId,
-    WorkerInstanceId,
-};
+use ff_core::{AttemptId, CancelSource, LaneId, LeaseFence, LeaseId, Namespace, WorkerId, WorkerInstanceId};
 use support::Harness;
 use uuid::Uuid;
 
@@ -29,7 +26,12 @@ fn wrong_fence() -> Option<LeaseFence> {
     })
 }
 
-fn complete_args(h: &Harness, name: &str, fence: Option<LeaseFence>, source: CancelSource) -> CompleteExecutionArgs {
+fn complete_args(
+    h: &Harness,
+    name: &str,
+    fence: Option<LeaseFence>,
+    source: CancelSource,
+) -> CompleteExecutionArgs {
     CompleteExecutionArgs { execution_id: h.id(name), fence, result_payload: None, source }
 }
 
@@ -55,12 +57,16 @@ fn create_execution_codes() {
             (r#"{"routing_requirements":{"required_capabilities":[1]}}"#, "required:non_string_token"),
             (r#"{"routing_requirements":{"required_capabilities":[""]}}"#, "required:empty_token"),
             (r#"{"routing_requirements":{"required_capabilities":["a,b"]}}"#, "required:comma_in_token"),
-            (r#"{"routing_requirements":{"required_capabilities":["a b"]}}"#, "required:control_or_whitespace"),
+            (
+                r#"{"routing_requirements":{"required_capabilities":["a b"]}}"#,
+                "required:control_or_whitespace",
+            ),
         ] {
             rejects!(h, h.b.create_execution(make(req)), "invalid_capabilities");
         }
         let many: Vec<String> = (0..257).map(|i| format!("\"t{i}\"")).collect();
-        let too_many = format!(r#"{{"routing_requirements":{{"required_capabilities":[{}]}}}}"#, many.join(","));
+        let too_many =
+            format!(r#"{{"routing_requirements":{{"required_capabilities":[{}]}}}}"#, many.join(","));
         rejects!(h, h.b.create_execution(make(&too_many)), "invalid_capabilities");
         let mut bad_lane = make("");
         bad_lane.lane_id = LaneId::new("");
@@ -74,9 +80,15 @@ fn create_execution_codes() {
         // Duplicates by id and by idempotency key write nothing.
         let mut a = make("");
         a.idempotency_key = Some("k1".into());
-        assert!(matches!(h.b.create_execution(a.clone()).await.unwrap(), CreateExecutionOutcome::Created { .. }));
+        assert!(matches!(
+            h.b.create_execution(a.clone()).await.unwrap(),
+            CreateExecutionOutcome::Created { .. }
+        ));
         let before = h.dump();
-        assert!(matches!(h.b.create_execution(a.clone()).await.unwrap(), CreateExecutionOutcome::Duplicate { .. }));
+        assert!(matches!(
+            h.b.create_execution(a.clone()).await.unwrap(),
+            CreateExecutionOutcome::Duplicate { .. }
+        ));
         a.execution_id = ff_core::ExecutionId::from_parts(2, Uuid::from_u64_pair(3, 3));
         match h.b.create_execution(a).await.unwrap() {
             CreateExecutionOutcome::Duplicate { execution_id } => assert_eq!(execution_id, missing()),
@@ -137,11 +149,20 @@ fn claim_execution_codes() {
 fn terminal_style_ops_codes() {
     rt().block_on(async {
         let mut h = Harness::new();
-        let none = |_h: &Harness, id| CompleteExecutionArgs { execution_id: id, fence: None, result_payload: None, source: CancelSource::LeaseHolder };
+        let none = |_h: &Harness, id| CompleteExecutionArgs {
+            execution_id: id,
+            fence: None,
+            result_payload: None,
+            source: CancelSource::LeaseHolder,
+        };
         rejects!(h, h.b.complete_execution(none(&h, missing())), "execution_not_found");
         leased(&mut h, "e1").await;
         rejects!(h, h.b.complete_execution(none(&h, h.id("e1"))), "fence_required");
-        rejects!(h, h.b.complete_execution(complete_args(&h, "e1", wrong_fence(), CancelSource::LeaseHolder)), "stale_lease");
+        rejects!(
+            h,
+            h.b.complete_execution(complete_args(&h, "e1", wrong_fence(), CancelSource::LeaseHolder)),
+            "stale_lease"
+        );
         let f = |h: &Harness, fence| FailExecutionArgs {
             execution_id: h.id("e1"),
             fence,
@@ -152,31 +173,59 @@ fn terminal_style_ops_codes() {
         };
         rejects!(h, h.b.fail_execution(f(&h, None)), "fence_required");
         rejects!(h, h.b.fail_execution(f(&h, wrong_fence())), "stale_lease");
-        let d = |h: &Harness, fence, until| DelayExecutionArgs { execution_id: h.id("e1"), fence, delay_until: until, source: CancelSource::LeaseHolder };
+        let d = |h: &Harness, fence, until| DelayExecutionArgs {
+            execution_id: h.id("e1"),
+            fence,
+            delay_until: until,
+            source: CancelSource::LeaseHolder,
+        };
         rejects!(h, h.b.delay_execution(d(&h, None, 0)), "fence_required");
         rejects!(h, h.b.delay_execution(d(&h, Some(h.fence("e1", None)), -5)), "invalid_input");
-        let w = |h: &Harness, fence| MoveToWaitingChildrenArgs { execution_id: h.id("e1"), fence, source: CancelSource::LeaseHolder };
+        let w = |h: &Harness, fence| MoveToWaitingChildrenArgs {
+            execution_id: h.id("e1"),
+            fence,
+            source: CancelSource::LeaseHolder,
+        };
         rejects!(h, h.b.move_to_waiting_children(w(&h, wrong_fence())), "stale_lease");
         // Revoked lease.
-        let revoke = RevokeLeaseArgs { execution_id: h.id("e1"), expected_lease_id: None, reason: "ops".into() };
+        let revoke =
+            RevokeLeaseArgs { execution_id: h.id("e1"), expected_lease_id: None, reason: "ops".into() };
         h.b.revoke_lease(revoke).await.unwrap();
         let fence = Some(h.fence("e1", None));
-        rejects!(h, h.b.complete_execution(complete_args(&h, "e1", fence.clone(), CancelSource::LeaseHolder)), "lease_revoked");
-        rejects!(h, h.b.complete_execution(complete_args(&h, "e1", None, CancelSource::OperatorOverride)), "lease_revoked");
+        rejects!(
+            h,
+            h.b.complete_execution(complete_args(&h, "e1", fence.clone(), CancelSource::LeaseHolder)),
+            "lease_revoked"
+        );
+        rejects!(
+            h,
+            h.b.complete_execution(complete_args(&h, "e1", None, CancelSource::OperatorOverride)),
+            "lease_revoked"
+        );
         rejects!(h, h.b.fail_execution(f(&h, fence.clone())), "lease_revoked");
         rejects!(h, h.b.move_to_waiting_children(w(&h, fence.clone())), "lease_revoked");
         // Expired lease: marked, then lease_expired (an intentional write).
         leased(&mut h, "e2").await;
         h.advance(10_000);
         let fence2 = Some(h.fence("e2", None));
-        let args = CompleteExecutionArgs { execution_id: h.id("e2"), fence: fence2.clone(), result_payload: None, source: CancelSource::LeaseHolder };
+        let args = CompleteExecutionArgs {
+            execution_id: h.id("e2"),
+            fence: fence2.clone(),
+            result_payload: None,
+            source: CancelSource::LeaseHolder,
+        };
         rejects_with_write!(h, h.b.complete_execution(args.clone()), "lease_expired");
         rejects!(h, h.b.complete_execution(args), "lease_expired");
         // Terminal: execution_not_active with the reconciliation slots.
         leased(&mut h, "e3").await;
         h.complete("e3").await.unwrap();
         let fence3 = Some(h.fence("e3", None));
-        let args = CompleteExecutionArgs { execution_id: h.id("e3"), fence: fence3, result_payload: None, source: CancelSource::LeaseHolder };
+        let args = CompleteExecutionArgs {
+            execution_id: h.id("e3"),
+            fence: fence3,
+            result_payload: None,
+            source: CancelSource::LeaseHolder,
+        };
         rejects!(h, h.b.complete_execution(args), "execution_not_active");
         // The handle-based complete reconciles a retried completion.
         let handle = h.last_claim("e3").handle;
@@ -199,20 +248,36 @@ fn cancel_codes() {
             lease_id: lease.map(|l| l.0),
             lease_epoch: lease.map(|l| l.1),
         };
-        rejects!(h, h.b.cancel_execution(c(missing(), CancelSource::OperatorOverride, None)), "execution_not_found");
+        rejects!(
+            h,
+            h.b.cancel_execution(c(missing(), CancelSource::OperatorOverride, None)),
+            "execution_not_found"
+        );
         leased(&mut h, "e1").await;
         let claim = h.last_claim("e1");
         let wrong_id = Some((LeaseId::from_uuid(Uuid::nil()), claim.lease_epoch));
         rejects!(h, h.b.cancel_execution(c(h.id("e1"), CancelSource::LeaseHolder, wrong_id)), "stale_lease");
         let wrong_epoch = Some((claim.lease_id, claim.lease_epoch + 7));
-        rejects!(h, h.b.cancel_execution(c(h.id("e1"), CancelSource::LeaseHolder, wrong_epoch)), "stale_lease");
-        let partial = CancelExecutionArgs { lease_epoch: None, ..c(h.id("e1"), CancelSource::LeaseHolder, Some((claim.lease_id, 1))) };
+        rejects!(
+            h,
+            h.b.cancel_execution(c(h.id("e1"), CancelSource::LeaseHolder, wrong_epoch)),
+            "stale_lease"
+        );
+        let partial = CancelExecutionArgs {
+            lease_epoch: None,
+            ..c(h.id("e1"), CancelSource::LeaseHolder, Some((claim.lease_id, 1)))
+        };
         rejects!(h, h.b.cancel_execution(partial), "partial_fence_triple");
-        let revoke = RevokeLeaseArgs { execution_id: h.id("e1"), expected_lease_id: None, reason: String::new() };
+        let revoke =
+            RevokeLeaseArgs { execution_id: h.id("e1"), expected_lease_id: None, reason: String::new() };
         h.b.revoke_lease(revoke).await.unwrap();
         rejects!(h, h.b.cancel_execution(c(h.id("e1"), CancelSource::LeaseHolder, None)), "lease_revoked");
         h.b.cancel_execution(c(h.id("e1"), CancelSource::OperatorOverride, None)).await.unwrap();
-        rejects!(h, h.b.cancel_execution(c(h.id("e1"), CancelSource::OperatorOverride, None)), "execution_not_active");
+        rejects!(
+            h,
+            h.b.cancel_execution(c(h.id("e1"), CancelSource::OperatorOverride, None)),
+            "execution_not_active"
+        );
         assert!(h.violations().is_empty(), "{:?}", h.violations());
     });
 }
@@ -259,7 +324,10 @@ fn reclaim_codes() {
         h.advance(1_000);
         h.scan(ScannerKind::LeaseExpiry).await;
         let out = h.b.reclaim_execution(r(&h, h.id("e1"), "w2", 1000)).await.unwrap();
-        assert!(matches!(out, ReclaimExecutionOutcome::ReclaimCapExceeded { reclaim_count: 1, .. }), "{out:?}");
+        assert!(
+            matches!(out, ReclaimExecutionOutcome::ReclaimCapExceeded { reclaim_count: 1, .. }),
+            "{out:?}"
+        );
         assert_eq!(h.b.read_execution_state(&h.id("e1")).await.unwrap(), Some(ff_core::PublicState::Failed));
         // Capability mismatch on a reclaim grant stamps the core and reports the missing tokens.
         let policy = r#"{"routing_requirements":{"required_capabilities":["gpu"]}}"#;
@@ -272,7 +340,9 @@ fn reclaim_codes() {
         g2.worker_capabilities = CapabilitySet::new(["cpu"]);
         let before = h.dump();
         match h.b.issue_reclaim_grant(g2).await.unwrap() {
-            IssueReclaimGrantOutcome::NotReclaimable { detail, .. } => assert_eq!(detail, "capability_mismatch: gpu"),
+            IssueReclaimGrantOutcome::NotReclaimable { detail, .. } => {
+                assert_eq!(detail, "capability_mismatch: gpu")
+            }
             other => panic!("{other:?}"),
         }
         assert_ne!(before, h.dump(), "mismatch stamps last_capability_mismatch_at");
@@ -284,18 +354,28 @@ fn reclaim_codes() {
 fn expire_and_tags_codes() {
     rt().block_on(async {
         let mut h = Harness::new();
-        assert_eq!(h.b.expire_execution(&missing(), ExpirePhase::AttemptTimeout).await.unwrap(), ExpireOutcome::NotFoundCleaned);
+        assert_eq!(
+            h.b.expire_execution(&missing(), ExpirePhase::AttemptTimeout).await.unwrap(),
+            ExpireOutcome::NotFoundCleaned
+        );
         leased(&mut h, "e1").await;
         let out = h.b.expire_execution(&h.id("e1"), ExpirePhase::ExecutionDeadline).await.unwrap();
         assert!(matches!(out, ExpireOutcome::Expired { .. }));
-        assert_eq!(h.b.expire_execution(&h.id("e1"), ExpirePhase::AttemptTimeout).await.unwrap(), ExpireOutcome::AlreadyTerminal);
+        assert_eq!(
+            h.b.expire_execution(&h.id("e1"), ExpirePhase::AttemptTimeout).await.unwrap(),
+            ExpireOutcome::AlreadyTerminal
+        );
         let tags = |id, pairs: &[(&str, &str)]| SetExecutionTagsArgs {
             execution_id: id,
             tags: pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
         };
         rejects!(h, h.b.set_execution_tags(tags(h.id("e1"), &[])), "invalid_input");
         rejects!(h, h.b.set_execution_tags(tags(missing(), &[("a.b", "1")])), "execution_not_found");
-        rejects!(h, h.b.set_execution_tags(tags(h.id("e1"), &[("a.b", "1"), ("Bad", "2")])), "invalid_tag_key");
+        rejects!(
+            h,
+            h.b.set_execution_tags(tags(h.id("e1"), &[("a.b", "1"), ("Bad", "2")])),
+            "invalid_tag_key"
+        );
         assert_eq!(h.b.set_execution_tags(tags(h.id("e1"), &[("a.b", "1"), ("a.c", "2")])).await.unwrap(), 2);
         assert_eq!(h.b.get_execution_tag(&h.id("e1"), "a.c").await.unwrap().as_deref(), Some("2"));
         rejects!(h, h.b.set_execution_tag(&h.id("e1"), "app.Key", "v"), "invalid_input");
@@ -307,7 +387,13 @@ fn expire_and_tags_codes() {
 fn renew_and_progress_codes() {
     rt().block_on(async {
         let mut h = Harness::new();
-        let renew = |id, idx, fence, ttl| RenewLeaseArgs { execution_id: id, attempt_index: idx, fence, lease_ttl_ms: ttl, lease_history_grace_ms: 0 };
+        let renew = |id, idx, fence, ttl| RenewLeaseArgs {
+            execution_id: id,
+            attempt_index: idx,
+            fence,
+            lease_ttl_ms: ttl,
+            lease_history_grace_ms: 0,
+        };
         rejects!(h, h.b.renew_lease(renew(missing(), 0, wrong_fence(), 1000)), "execution_not_found");
         leased(&mut h, "e1").await;
         let fence = Some(h.fence("e1", None));
@@ -323,7 +409,11 @@ fn renew_and_progress_codes() {
             progress_message: None,
         };
         let c = h.last_claim("e1");
-        rejects!(h, h.b.update_progress(p(&h, LeaseId::from_uuid(Uuid::nil()), c.lease_epoch)), "stale_lease");
+        rejects!(
+            h,
+            h.b.update_progress(p(&h, LeaseId::from_uuid(Uuid::nil()), c.lease_epoch)),
+            "stale_lease"
+        );
         rejects!(h, h.b.update_progress(p(&h, c.lease_id, c.lease_epoch + 1)), "stale_lease");
         let mut over = p(&h, c.lease_id, c.lease_epoch);
         over.progress_pct = Some(101);
@@ -334,7 +424,8 @@ fn renew_and_progress_codes() {
         rejects!(h, h.b.update_progress(p(&h, c.lease_id, c.lease_epoch)), "lease_expired");
         rejects_with_write!(h, h.b.renew_lease(renew(h.id("e1"), 0, fence.clone(), 1000)), "lease_expired");
         h.reclaim("e1", "w2", None).await;
-        let revoke = RevokeLeaseArgs { execution_id: h.id("e1"), expected_lease_id: None, reason: String::new() };
+        let revoke =
+            RevokeLeaseArgs { execution_id: h.id("e1"), expected_lease_id: None, reason: String::new() };
         h.b.revoke_lease(revoke).await.unwrap();
         let fence = Some(h.fence("e1", None));
         rejects!(h, h.b.renew_lease(renew(h.id("e1"), 1, fence, 1000)), "lease_revoked");
@@ -363,7 +454,11 @@ fn mark_expired_and_revoke_outcomes() {
         h.advance(10_000);
         assert_eq!(reason(h.b.mark_lease_expired_if_due(&h.id("e1")).await.unwrap()), "marked_expired");
         assert_eq!(reason(h.b.mark_lease_expired_if_due(&h.id("e1")).await.unwrap()), "already_expired");
-        let rv = |id, expected| RevokeLeaseArgs { execution_id: id, expected_lease_id: expected, reason: String::new() };
+        let rv = |id, expected| RevokeLeaseArgs {
+            execution_id: id,
+            expected_lease_id: expected,
+            reason: String::new(),
+        };
         rejects!(h, h.b.revoke_lease(rv(missing(), None)), "execution_not_found");
         rejects!(h, h.b.revoke_lease(rv(h.id("idle"), None)), "execution_not_active");
         assert_eq!(
@@ -420,18 +515,38 @@ fn grant_priority_and_block_codes() {
         rejects!(h, h.b.change_priority(cp(h.id("delayed"), 1)), "execution_not_eligible");
         // block / unblock.
         let blk = |id, reason| BlockExecutionArgs { execution_id: id, reason, detail: String::new() };
-        rejects!(h, h.b.block_execution_for_admission(blk(missing(), BlockingReason::WaitingForBudget)), "execution_not_found");
-        rejects!(h, h.b.block_execution_for_admission(blk(h.id("e1"), BlockingReason::WaitingForWorker)), "invalid_blocking_reason");
+        rejects!(
+            h,
+            h.b.block_execution_for_admission(blk(missing(), BlockingReason::WaitingForBudget)),
+            "execution_not_found"
+        );
+        rejects!(
+            h,
+            h.b.block_execution_for_admission(blk(h.id("e1"), BlockingReason::WaitingForWorker)),
+            "invalid_blocking_reason"
+        );
         let ub = |id, r| UnblockExecutionArgs { execution_id: id, expected_reason: r };
         rejects!(h, h.b.unblock_execution(ub(missing(), None)), "execution_not_found");
         rejects!(h, h.b.unblock_execution(ub(h.id("e1"), None)), "execution_not_eligible");
         h.b.block_execution_for_admission(blk(h.id("e1"), BlockingReason::WaitingForQuota)).await.unwrap();
-        rejects!(h, h.b.unblock_execution(ub(h.id("e1"), Some(BlockingReason::WaitingForBudget))), "execution_not_eligible");
+        rejects!(
+            h,
+            h.b.unblock_execution(ub(h.id("e1"), Some(BlockingReason::WaitingForBudget))),
+            "execution_not_eligible"
+        );
         h.b.unblock_execution(ub(h.id("e1"), Some(BlockingReason::WaitingForQuota))).await.unwrap();
         leased(&mut h, "active").await;
-        rejects!(h, h.b.block_execution_for_admission(blk(h.id("active"), BlockingReason::WaitingForBudget)), "execution_not_eligible");
+        rejects!(
+            h,
+            h.b.block_execution_for_admission(blk(h.id("active"), BlockingReason::WaitingForBudget)),
+            "execution_not_eligible"
+        );
         h.complete("active").await.unwrap();
-        rejects!(h, h.b.block_execution_for_admission(blk(h.id("active"), BlockingReason::WaitingForBudget)), "execution_not_active");
+        rejects!(
+            h,
+            h.b.block_execution_for_admission(blk(h.id("active"), BlockingReason::WaitingForBudget)),
+            "execution_not_active"
+        );
         assert!(h.violations().is_empty(), "{:?}", h.violations());
     });
 }
@@ -472,7 +587,11 @@ fn resumed_claim_and_grant_and_claim_codes() {
         rejects!(h, h.b.issue_grant_and_claim(gc(h.id("e1"), "default")), "execution_not_eligible");
         let until = h.now() + 10_000;
         h.create_with("delayed", |a| a.delay_until = Some(until)).await;
-        rejects!(h, h.b.issue_grant_and_claim(gc(h.id("delayed"), "default")), "execution_not_in_eligible_set");
+        rejects!(
+            h,
+            h.b.issue_grant_and_claim(gc(h.id("delayed"), "default")),
+            "execution_not_in_eligible_set"
+        );
         h.create("e3").await;
         h.grant("e3", "w1", &[]).await.unwrap();
         rejects!(h, h.b.issue_grant_and_claim(gc(h.id("e3"), "default")), "grant_already_exists");
@@ -508,11 +627,20 @@ fn worker_registry_codes() {
             liveness_ttl_ms: ttl,
         };
         rejects!(h, h.b.register_worker(reg("w", "i1", 0)), "invalid_input");
-        assert_eq!(h.b.register_worker(reg("w", "i1", 1000)).await.unwrap(), RegisterWorkerOutcome::Registered);
+        assert_eq!(
+            h.b.register_worker(reg("w", "i1", 1000)).await.unwrap(),
+            RegisterWorkerOutcome::Registered
+        );
         h.advance(10);
-        assert_eq!(h.b.register_worker(reg("w", "i1", 1000)).await.unwrap(), RegisterWorkerOutcome::Refreshed);
+        assert_eq!(
+            h.b.register_worker(reg("w", "i1", 1000)).await.unwrap(),
+            RegisterWorkerOutcome::Refreshed
+        );
         rejects!(h, h.b.register_worker(reg("other", "i1", 1000)), "invalid_input");
-        let hb = |inst: &str| HeartbeatWorkerArgs { worker_instance_id: WorkerInstanceId::new(inst), namespace: Namespace::new("ns") };
+        let hb = |inst: &str| HeartbeatWorkerArgs {
+            worker_instance_id: WorkerInstanceId::new(inst),
+            namespace: Namespace::new("ns"),
+        };
         assert!(matches!(h.b.heartbeat_worker(hb("i1")).await.unwrap(), HeartbeatOutcome::Refreshed { .. }));
         assert_eq!(h.b.heartbeat_worker(hb("nobody")).await.unwrap(), HeartbeatOutcome::NotRegistered);
         let list = ListWorkersArgs { namespace: Namespace::new("ns"), after: None, limit: 10 };
@@ -530,9 +658,15 @@ fn worker_registry_codes() {
         rejects!(h, h.b.mark_worker_dead(dead("i1", "bad\nreason")), "invalid_input");
         rejects!(h, h.b.mark_worker_dead(dead("i1", &"x".repeat(257))), "invalid_input");
         assert_eq!(h.b.mark_worker_dead(dead("i1", "gone")).await.unwrap(), MarkWorkerDeadOutcome::Marked);
-        assert_eq!(h.b.mark_worker_dead(dead("i1", "gone")).await.unwrap(), MarkWorkerDeadOutcome::NotRegistered);
+        assert_eq!(
+            h.b.mark_worker_dead(dead("i1", "gone")).await.unwrap(),
+            MarkWorkerDeadOutcome::NotRegistered
+        );
         // A different worker id may take an expired instance id.
-        assert_eq!(h.b.register_worker(reg("other", "i1", 1000)).await.unwrap(), RegisterWorkerOutcome::Registered);
+        assert_eq!(
+            h.b.register_worker(reg("other", "i1", 1000)).await.unwrap(),
+            RegisterWorkerOutcome::Registered
+        );
     });
 }
 
@@ -554,7 +688,14 @@ fn paging_of_workers() {
         let mut after = None;
         let mut seen = Vec::new();
         loop {
-            let page = h.b.list_workers(ListWorkersArgs { namespace: Namespace::new("ns"), after: after.clone(), limit: 3 }).await.unwrap();
+            let page =
+                h.b.list_workers(ListWorkersArgs {
+                    namespace: Namespace::new("ns"),
+                    after: after.clone(),
+                    limit: 3,
+                })
+                .await
+                .unwrap();
             seen.extend(page.workers.iter().map(|w| w.worker_instance_id.to_string()));
             match page.cursor {
                 Some(c) => after = Some(c),

@@ -9,8 +9,8 @@ use std::sync::Arc;
 use ff_backend_memory::{MemoryBackend, new_sim_backend};
 use ff_core::contracts::*;
 use ff_core::state::BlockingReason;
-use ff_core::{Clock, 
-    AttemptId, CancelSource, EngineBackend, EngineError, ExecutionId, LaneId, LeaseId,
+use ff_core::{
+    AttemptId, CancelSource, Clock, EngineBackend, EngineError, ExecutionId, LaneId, LeaseId,
     PartitionConfig, SimClock, WorkerId, WorkerInstanceId,
 };
 use proptest::prelude::*;
@@ -81,7 +81,9 @@ impl Model {
         let clock = SimClock::default();
         let cfg = PartitionConfig { num_flow_partitions: 4, ..PartitionConfig::default() };
         let b = Arc::new(new_sim_backend(clock.clone(), cfg));
-        let ids = (0..SLOTS).map(|i| ExecutionId::from_parts((i % 4) as u16, Uuid::from_u64_pair(9, i as u64))).collect();
+        let ids = (0..SLOTS)
+            .map(|i| ExecutionId::from_parts((i % 4) as u16, Uuid::from_u64_pair(9, i as u64)))
+            .collect();
         Self { b, clock, ids, claims: BTreeMap::new(), epochs: BTreeMap::new(), next: 0 }
     }
 
@@ -145,7 +147,9 @@ impl Model {
                 None => Ok(()),
             },
             Op::Fail { slot, back } => match self.claim_at(slot, back) {
-                Some(c) => self.b.fail(&c.handle, FailureReason::new("x"), FailureClass::Transient).await.map(|_| ()),
+                Some(c) => {
+                    self.b.fail(&c.handle, FailureReason::new("x"), FailureClass::Transient).await.map(|_| ())
+                }
                 None => Ok(()),
             },
             Op::Renew { slot, back } => match self.claim_at(slot, back) {
@@ -171,7 +175,11 @@ impl Model {
                 None => Ok(()),
             },
             Op::Revoke { slot } => {
-                let a = RevokeLeaseArgs { execution_id: self.ids[slot].clone(), expected_lease_id: None, reason: String::new() };
+                let a = RevokeLeaseArgs {
+                    execution_id: self.ids[slot].clone(),
+                    expected_lease_id: None,
+                    reason: String::new(),
+                };
                 self.b.revoke_lease(a).await.map(|_| ())
             }
             Op::Reclaim { slot, worker } => self.reclaim(slot, worker).await,
@@ -194,7 +202,8 @@ impl Model {
                 self.b.change_priority(a).await.map(|_| ())
             }
             Op::Expire { slot, deadline } => {
-                let phase = if deadline { ExpirePhase::ExecutionDeadline } else { ExpirePhase::AttemptTimeout };
+                let phase =
+                    if deadline { ExpirePhase::ExecutionDeadline } else { ExpirePhase::AttemptTimeout };
                 self.b.expire_execution(&self.ids[slot], phase).await.map(|_| ())
             }
             Op::Advance { ms } => {
@@ -321,7 +330,9 @@ fn kind(op: &Op) -> &'static str {
 }
 
 fn check(ops: &[Op]) -> Result<(), TestCaseError> {
-    let rt = tokio::runtime::Builder::new_current_thread().build().map_err(|e| TestCaseError::fail(e.to_string()))?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .map_err(|e| TestCaseError::fail(e.to_string()))?;
     rt.block_on(async {
         let mut m = Model::new();
         // Every slot starts created, so most generated ops reach a real execution.
@@ -329,7 +340,7 @@ fn check(ops: &[Op]) -> Result<(), TestCaseError> {
             let create = Op::Create { slot, delay_ms: None, retries: (slot % 3) as u8 };
             m.apply(&create).await.map_err(|e| TestCaseError::fail(e.to_string()))?;
         }
-        let mut epochs = vec![0u64; SLOTS];
+        let mut epochs = [0u64; SLOTS];
         for (i, op) in ops.iter().enumerate() {
             match m.apply(op).await {
                 Ok(()) => {
@@ -342,9 +353,15 @@ fn check(ops: &[Op]) -> Result<(), TestCaseError> {
             let v = m.b.runner().invariant_violations();
             prop_assert!(v.is_empty(), "step {i} {op:?}: {v:?}");
             for (slot, last) in epochs.iter_mut().enumerate() {
-                let snap = m.b.describe_execution(&m.ids[slot]).await.map_err(|e| TestCaseError::fail(e.to_string()))?;
+                let snap =
+                    m.b.describe_execution(&m.ids[slot])
+                        .await
+                        .map_err(|e| TestCaseError::fail(e.to_string()))?;
                 let epoch = snap.map_or(0, |s| s.lease_epoch);
-                prop_assert!(epoch >= *last, "step {i} {op:?}: epoch of slot {slot} went from {last} to {epoch}");
+                prop_assert!(
+                    epoch >= *last,
+                    "step {i} {op:?}: epoch of slot {slot} went from {last} to {epoch}"
+                );
                 *last = epoch;
             }
         }
@@ -354,7 +371,8 @@ fn check(ops: &[Op]) -> Result<(), TestCaseError> {
 
 #[test]
 fn random_sequences_keep_state_invariants() {
-    let seed: u64 = std::env::var("FF_PROPTEST_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or(0x5eed_f10f);
+    let seed: u64 =
+        std::env::var("FF_PROPTEST_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or(0x5eed_f10f);
     let cases: u32 = std::env::var("FF_PROPTEST_CASES").ok().and_then(|s| s.parse().ok()).unwrap_or(512);
     let mut bytes = [0u8; 32];
     bytes[..8].copy_from_slice(&seed.to_le_bytes());
@@ -367,7 +385,24 @@ fn random_sequences_keep_state_invariants() {
     }
     // The generator must actually reach every contract, not only its error paths.
     let seen = SUCCEEDED.lock().map(|s| s.clone()).unwrap_or_default();
-    for k in ["create", "claim", "complete", "fail", "renew", "cancel", "delay", "wait_children", "revoke", "reclaim", "claim_resumed", "replay", "block", "unblock", "priority", "expire"] {
+    for k in [
+        "create",
+        "claim",
+        "complete",
+        "fail",
+        "renew",
+        "cancel",
+        "delay",
+        "wait_children",
+        "revoke",
+        "reclaim",
+        "claim_resumed",
+        "replay",
+        "block",
+        "unblock",
+        "priority",
+        "expire",
+    ] {
         assert!(seen.contains(k), "no successful {k} in {cases} cases (seed {seed}); seen {seen:?}");
     }
 }

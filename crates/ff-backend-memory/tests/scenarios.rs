@@ -55,7 +55,9 @@ fn fail_with_retry_until_terminal() {
         // max_retries = 0 with a retryable category is terminal at once.
         h.create("e2").await;
         h.grant_claim("e2", "w1").await;
-        h.fail_nth("e2", None, Some(r#"{"max_retries":0,"retryable_categories":["transient"]}"#)).await.unwrap();
+        h.fail_nth("e2", None, Some(r#"{"max_retries":0,"retryable_categories":["transient"]}"#))
+            .await
+            .unwrap();
         h.show("e2").await;
         insta::assert_snapshot!(h.transcript());
     });
@@ -93,7 +95,8 @@ fn stale_epoch_can_never_complete_fail_or_renew() {
         let mut h = Harness::new();
         h.create("e1").await;
         h.grant_claim("e1", "w1").await;
-        let revoke = RevokeLeaseArgs { execution_id: h.id("e1"), expected_lease_id: None, reason: String::new() };
+        let revoke =
+            RevokeLeaseArgs { execution_id: h.id("e1"), expected_lease_id: None, reason: String::new() };
         let r = h.b.revoke_lease(revoke).await.unwrap();
         h.say(format!("revoke e1 -> {r:?}"));
         h.renew_nth("e1", Some(0)).await.unwrap_err();
@@ -322,7 +325,12 @@ fn many_leases_expiring_in_one_millisecond_page_without_gaps() {
         let mut after = None;
         let mut pages = 0;
         loop {
-            let args = ListExpiredLeasesArgs { as_of: h.now(), after: after.clone(), limit: 4, max_partitions_per_call: 8 };
+            let args = ListExpiredLeasesArgs {
+                as_of: h.now(),
+                after: after.clone(),
+                limit: 4,
+                max_partitions_per_call: 8,
+            };
             let page = h.b.list_expired_leases(args).await.unwrap();
             pages += 1;
             assert!(page.entries.len() <= 4);

@@ -33,27 +33,19 @@ pub trait EngineBackend: Send + Sync + 'static {
     ) -> Result<CreateExecutionOutcome, EngineError>;
 
     /// Consumes a claim grant: new attempt and lease (§6.2).
-    async fn claim_execution(&self, args: ClaimExecutionArgs)
-    -> Result<ClaimedExecution, EngineError>;
+    async fn claim_execution(&self, args: ClaimExecutionArgs) -> Result<ClaimedExecution, EngineError>;
 
     /// Terminal success under a valid lease (§6.3).
-    async fn complete_execution(
-        &self,
-        args: CompleteExecutionArgs,
-    ) -> Result<CompleteOutcome, EngineError>;
+    async fn complete_execution(&self, args: CompleteExecutionArgs) -> Result<CompleteOutcome, EngineError>;
 
     /// Cancels from any non-terminal phase (§6.4).
-    async fn cancel_execution(&self, args: CancelExecutionArgs)
-    -> Result<CancelOutcome, EngineError>;
+    async fn cancel_execution(&self, args: CancelExecutionArgs) -> Result<CancelOutcome, EngineError>;
 
     /// Parks the holder's execution until a time, releasing the lease (§6.5).
     async fn delay_execution(&self, args: DelayExecutionArgs) -> Result<TimestampMs, EngineError>;
 
     /// Parks the holder's execution until its children finish (§6.6).
-    async fn move_to_waiting_children(
-        &self,
-        args: MoveToWaitingChildrenArgs,
-    ) -> Result<(), EngineError>;
+    async fn move_to_waiting_children(&self, args: MoveToWaitingChildrenArgs) -> Result<(), EngineError>;
 
     /// Fails the current attempt; retries per policy (§6.7).
     async fn fail_execution(&self, args: FailExecutionArgs) -> Result<FailOutcome, EngineError>;
@@ -75,8 +67,7 @@ pub trait EngineBackend: Send + Sync + 'static {
     async fn set_execution_tags(&self, args: SetExecutionTagsArgs) -> Result<usize, EngineError>;
 
     /// Restarts a terminal execution (§6.24).
-    async fn replay_execution(&self, execution_id: &ExecutionId)
-    -> Result<ReplayOutcome, EngineError>;
+    async fn replay_execution(&self, execution_id: &ExecutionId) -> Result<ReplayOutcome, EngineError>;
 
     // ------------------------------------------------------------ lease
 
@@ -138,37 +129,25 @@ pub trait EngineBackend: Send + Sync + 'static {
     ) -> Result<ClaimGrantOutcome, EngineError>;
 
     /// Moves a runnable execution to a blocked index (§6.26).
-    async fn block_execution_for_admission(
-        &self,
-        args: BlockExecutionArgs,
-    ) -> Result<(), EngineError>;
+    async fn block_execution_for_admission(&self, args: BlockExecutionArgs) -> Result<(), EngineError>;
 
     /// Moves a blocked execution back to eligible (§6.25).
     async fn unblock_execution(&self, args: UnblockExecutionArgs) -> Result<(), EngineError>;
 
     /// Top of a lane's eligible index on one partition (§11.3).
-    async fn scan_eligible_executions(
-        &self,
-        args: ScanEligibleArgs,
-    ) -> Result<Vec<ExecutionId>, EngineError>;
+    async fn scan_eligible_executions(&self, args: ScanEligibleArgs)
+    -> Result<Vec<ExecutionId>, EngineError>;
 
     // ------------------------------------------------------------ worker registry
 
     /// Registers or refreshes a worker instance (§6.18).
-    async fn register_worker(
-        &self,
-        args: RegisterWorkerArgs,
-    ) -> Result<RegisterWorkerOutcome, EngineError>;
+    async fn register_worker(&self, args: RegisterWorkerArgs) -> Result<RegisterWorkerOutcome, EngineError>;
 
     /// Extends a worker's liveness (§6.22).
-    async fn heartbeat_worker(&self, args: HeartbeatWorkerArgs)
-    -> Result<HeartbeatOutcome, EngineError>;
+    async fn heartbeat_worker(&self, args: HeartbeatWorkerArgs) -> Result<HeartbeatOutcome, EngineError>;
 
     /// Removes a worker registration atomically (§14).
-    async fn mark_worker_dead(
-        &self,
-        args: MarkWorkerDeadArgs,
-    ) -> Result<MarkWorkerDeadOutcome, EngineError>;
+    async fn mark_worker_dead(&self, args: MarkWorkerDeadArgs) -> Result<MarkWorkerDeadOutcome, EngineError>;
 
     /// Live workers of a namespace, paged by instance id (§14).
     async fn list_workers(&self, args: ListWorkersArgs) -> Result<WorkersPage, EngineError>;
@@ -188,10 +167,7 @@ pub trait EngineBackend: Send + Sync + 'static {
     ) -> Result<ExecutionContext, EngineError>;
 
     /// The stored result payload.
-    async fn get_execution_result(
-        &self,
-        execution_id: &ExecutionId,
-    ) -> Result<Option<Vec<u8>>, EngineError>;
+    async fn get_execution_result(&self, execution_id: &ExecutionId) -> Result<Option<Vec<u8>>, EngineError>;
 
     /// One tag; `None` for a missing tag or execution.
     async fn get_execution_tag(
@@ -207,11 +183,7 @@ pub trait EngineBackend: Send + Sync + 'static {
     ) -> Result<Vec<LeaseHistoryEntry>, EngineError>;
 
     /// Completion events with `event_id > after`, up to `limit`.
-    async fn read_completions(
-        &self,
-        after: u64,
-        limit: usize,
-    ) -> Result<Vec<CompletionEvent>, EngineError>;
+    async fn read_completions(&self, after: u64, limit: usize) -> Result<Vec<CompletionEvent>, EngineError>;
 
     /// Executions of a partition in id order, after a cursor.
     async fn list_executions(
@@ -272,8 +244,7 @@ pub trait EngineBackend: Send + Sync + 'static {
     ) -> Result<Option<ClaimedExecution>, EngineError> {
         for partition in 0..partitions {
             let scan = ScanEligibleArgs { lane_id: lane_id.clone(), partition, limit: 1 };
-            let Some(execution_id) = self.scan_eligible_executions(scan).await?.into_iter().next()
-            else {
+            let Some(execution_id) = self.scan_eligible_executions(scan).await?.into_iter().next() else {
                 continue;
             };
             let grant = IssueClaimGrantArgs {
@@ -383,9 +354,7 @@ pub trait EngineBackend: Send + Sync + 'static {
         match self.fail_execution(args).await {
             Ok(o) => Ok(o),
             Err(e) if already_done(&e, &p, "failed", "terminal") => Ok(FailOutcome::TerminalFailed),
-            Err(e) if retry_already_scheduled(&e, &p) => {
-                Ok(FailOutcome::RetryScheduled { delay_until: 0 })
-            }
+            Err(e) if retry_already_scheduled(&e, &p) => Ok(FailOutcome::RetryScheduled { delay_until: 0 }),
             Err(e) => Err(e),
         }
     }
@@ -458,9 +427,7 @@ fn already_done(e: &EngineError, p: &HandlePayload, outcome: &str, phase: &str) 
 fn retry_already_scheduled(e: &EngineError, p: &HandlePayload) -> bool {
     match e.root() {
         EngineError::Contention(ContentionKind::ExecutionNotActive {
-            lease_epoch,
-            lifecycle_phase,
-            ..
+            lease_epoch, lifecycle_phase, ..
         }) => lifecycle_phase == "runnable" && *lease_epoch == p.lease_epoch.to_string(),
         _ => false,
     }
@@ -472,9 +439,6 @@ fn skippable(e: &EngineError) -> bool {
         e.root(),
         EngineError::Contention(_)
             | EngineError::State(crate::error::StateKind::GrantAlreadyExists)
-            | EngineError::Validation {
-                kind: crate::error::ValidationKind::CapabilityMismatch,
-                ..
-            }
+            | EngineError::Validation { kind: crate::error::ValidationKind::CapabilityMismatch, .. }
     )
 }

@@ -10,8 +10,8 @@ use serde::{Deserialize, Serialize};
 use crate::error::{EngineError, ValidationKind};
 use crate::handle::Handle;
 use crate::ids::{
-    AttemptId, AttemptIndex, CancelSource, ExecutionId, LaneId, LeaseEpoch, LeaseFence, LeaseId,
-    Namespace, TimestampMs, WorkerId, WorkerInstanceId,
+    AttemptId, AttemptIndex, CancelSource, ExecutionId, LaneId, LeaseEpoch, LeaseFence, LeaseId, Namespace,
+    TimestampMs, WorkerId, WorkerInstanceId,
 };
 use crate::partition::PartitionKey;
 use crate::state::{AttemptType, BlockingReason, LifecyclePhase, PublicState};
@@ -597,9 +597,7 @@ pub struct SetExecutionTagsArgs {
 impl Validate for SetExecutionTagsArgs {
     fn validate(&self) -> Result<(), EngineError> {
         if self.tags.is_empty() {
-            return Err(EngineError::invalid_input(
-                "tags must be non-empty even-length key/value pairs",
-            ));
+            return Err(EngineError::invalid_input("tags must be non-empty even-length key/value pairs"));
         }
         if self.tags.len() > TAGS_PER_CALL_MAX {
             return Err(EngineError::invalid_input("tags: too many"));

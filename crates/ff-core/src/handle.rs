@@ -3,9 +3,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::error::{EngineError, ValidationKind};
-use crate::ids::{
-    AttemptId, AttemptIndex, ExecutionId, LaneId, LeaseEpoch, LeaseId, WorkerInstanceId,
-};
+use crate::ids::{AttemptId, AttemptIndex, ExecutionId, LaneId, LeaseEpoch, LeaseId, WorkerInstanceId};
 
 /// Which backend minted a handle.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -175,9 +173,11 @@ struct Reader<'a> {
 
 impl<'a> Reader<'a> {
     fn take(&mut self, n: usize) -> Result<&'a [u8], HandleDecodeError> {
-        let end = self.pos.checked_add(n).filter(|e| *e <= self.bytes.len()).ok_or(
-            HandleDecodeError::Truncated { needed: n, at: self.pos, have: self.bytes.len() },
-        )?;
+        let end = self
+            .pos
+            .checked_add(n)
+            .filter(|e| *e <= self.bytes.len())
+            .ok_or(HandleDecodeError::Truncated { needed: n, at: self.pos, have: self.bytes.len() })?;
         let s = &self.bytes[self.pos..end];
         self.pos = end;
         Ok(s)
@@ -290,9 +290,8 @@ impl Handle {
                 format!("expected={} actual={}", expected.as_str(), self.backend.as_str()),
             ));
         }
-        let (tag, payload) = decode(&self.opaque).map_err(|e| {
-            EngineError::validation(ValidationKind::Corruption, format!("handle_codec: {e}"))
-        })?;
+        let (tag, payload) = decode(&self.opaque)
+            .map_err(|e| EngineError::validation(ValidationKind::Corruption, format!("handle_codec: {e}")))?;
         if tag != expected {
             return Err(EngineError::validation(
                 ValidationKind::HandleFromOtherBackend,

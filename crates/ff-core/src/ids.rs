@@ -156,8 +156,8 @@ impl ExecutionId {
         let rest = s.strip_prefix("{fp:").ok_or(IdError::MissingTag)?;
         let close = rest.find("}:").ok_or(IdError::MissingTag)?;
         let part_text = &rest[..close];
-        let partition = u16::from_str(part_text)
-            .map_err(|_| IdError::InvalidPartitionIndex(part_text.to_owned()))?;
+        let partition =
+            u16::from_str(part_text).map_err(|_| IdError::InvalidPartitionIndex(part_text.to_owned()))?;
         let uuid_text = &rest[close + 2..];
         Uuid::parse_str(uuid_text).map_err(|_| IdError::InvalidUuid(uuid_text.to_owned()))?;
         Ok(Self { text: s.to_owned(), partition })

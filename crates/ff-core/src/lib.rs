@@ -25,6 +25,6 @@ pub use handle::{BackendTag, Handle, HandleKind};
 pub use ids::*;
 pub use partition::{Partition, PartitionConfig, PartitionKey};
 pub use state::{
-    AttemptState, BlockingReason, EligibilityState, LifecyclePhase, OwnershipState, PublicState,
-    StateVector, TerminalOutcome,
+    AttemptState, BlockingReason, EligibilityState, LifecyclePhase, OwnershipState, PublicState, StateVector,
+    TerminalOutcome,
 };

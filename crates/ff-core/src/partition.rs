@@ -32,9 +32,7 @@ const fn crc16_table() -> [u16; 256] {
 
 /// CRC-16/XMODEM (poly 0x1021, init 0): the CRC Valkey Cluster uses for slots.
 pub fn crc16_xmodem(bytes: &[u8]) -> u16 {
-    bytes.iter().fold(0u16, |crc, b| {
-        (crc << 8) ^ CRC16_TABLE[usize::from(((crc >> 8) as u8) ^ b)]
-    })
+    bytes.iter().fold(0u16, |crc, b| (crc << 8) ^ CRC16_TABLE[usize::from(((crc >> 8) as u8) ^ b)])
 }
 
 /// A partition family.
@@ -188,10 +186,8 @@ pub struct PartitionKey(String);
 impl PartitionKey {
     /// Parses a hash tag into a partition (`Execution` collapses to `Flow`).
     pub fn parse(s: &str) -> Result<Partition, PartitionKeyError> {
-        let body = s
-            .strip_prefix('{')
-            .and_then(|b| b.strip_suffix('}'))
-            .ok_or(PartitionKeyError::MissingBraces)?;
+        let body =
+            s.strip_prefix('{').and_then(|b| b.strip_suffix('}')).ok_or(PartitionKeyError::MissingBraces)?;
         let (prefix, index) = body.split_once(':').ok_or(PartitionKeyError::MalformedBody)?;
         let family = match prefix {
             "fp" => PartitionFamily::Flow,

@@ -182,10 +182,7 @@ mod tests {
         assert_eq!(retry_decision("[1]", 0), RetryDecision::Terminal);
         assert_eq!(retry_decision("{}", 0), RetryDecision::Terminal);
         assert_eq!(retry_decision(r#"{"max_retries":0}"#, 0), RetryDecision::Terminal);
-        assert_eq!(
-            retry_decision(r#"{"max_retries":2}"#, 1),
-            RetryDecision::Retry { backoff_ms: 1000 }
-        );
+        assert_eq!(retry_decision(r#"{"max_retries":2}"#, 1), RetryDecision::Retry { backoff_ms: 1000 });
         assert_eq!(retry_decision(r#"{"max_retries":2}"#, 2), RetryDecision::Terminal);
     }
 
@@ -193,8 +190,7 @@ mod tests {
     fn backoff_variants_and_truncation() {
         let fixed: Value = serde_json::json!({"type":"fixed","delay_ms":250});
         assert_eq!(backoff_ms(Some(&fixed), 5), 250);
-        let frac: Value =
-            serde_json::json!({"type":"exponential","initial_delay_ms":1000,"multiplier":1.5});
+        let frac: Value = serde_json::json!({"type":"exponential","initial_delay_ms":1000,"multiplier":1.5});
         assert_eq!(backoff_ms(Some(&frac), 1), 1500);
         assert_eq!(backoff_ms(Some(&frac), 3), 3375);
         let odd: Value = serde_json::json!({"type":"exponential","initial_delay_ms":333,"multiplier":1.1});

@@ -204,10 +204,7 @@ wire_enum!(
 impl PublicState {
     /// Whether the state is terminal.
     pub fn is_terminal(self) -> bool {
-        matches!(
-            self,
-            Self::Completed | Self::Failed | Self::Cancelled | Self::Expired | Self::Skipped
-        )
+        matches!(self, Self::Completed | Self::Failed | Self::Cancelled | Self::Expired | Self::Skipped)
     }
 }
 
@@ -340,11 +337,7 @@ impl StateVector {
             blocking_detail: detail,
             terminal_outcome: TerminalOutcome::None,
             attempt_state,
-            public_state: derive_public_state(
-                LifecyclePhase::Runnable,
-                eligibility,
-                TerminalOutcome::None,
-            ),
+            public_state: derive_public_state(LifecyclePhase::Runnable, eligibility, TerminalOutcome::None),
         }
     }
 
@@ -386,9 +379,7 @@ impl StateVector {
         if terminal != (self.terminal_outcome != TerminalOutcome::None) {
             return Some("terminal phase iff terminal outcome");
         }
-        if self.ownership_state != OwnershipState::Unowned
-            && self.lifecycle_phase != LifecyclePhase::Active
-        {
+        if self.ownership_state != OwnershipState::Unowned && self.lifecycle_phase != LifecyclePhase::Active {
             return Some("owned execution must be active");
         }
         if matches!(

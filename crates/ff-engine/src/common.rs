@@ -5,11 +5,9 @@ use ff_core::error::{ContentionKind, StateKind};
 use ff_core::state::{
     AttemptState, BlockingReason, EligibilityState, LifecyclePhase, OwnershipState, PublicState,
 };
-use ff_core::{
-    AttemptIndex, CancelSource, EngineError, ExecutionId, LaneId, LeaseFence, TimestampMs,
-};
+use ff_core::{AttemptIndex, CancelSource, EngineError, ExecutionId, LaneId, LeaseFence, TimestampMs};
 
-use crate::records::{ExecCore, IndexKey, LaneIndex, LeaseRecord, StreamMeta};
+use crate::records::{ExecCore, IndexKey, LaneIndex, LeaseRecord};
 use crate::store::{Store, StoreResult};
 
 /// Score multiplier per priority step (spec 01 §11.1).
@@ -73,11 +71,9 @@ pub fn resolve_fence(
         None if allow_override && source.is_override() => {
             // The operator stands in for the holder: compare the stored triple with itself.
             Ok(match (core.current_lease_id, core.current_attempt_id) {
-                (Some(lease_id), Some(attempt_id)) => Some(LeaseFence {
-                    lease_id,
-                    lease_epoch: core.current_lease_epoch,
-                    attempt_id,
-                }),
+                (Some(lease_id), Some(attempt_id)) => {
+                    Some(LeaseFence { lease_id, lease_epoch: core.current_lease_epoch, attempt_id })
+                }
                 _ => None,
             })
         }
@@ -169,7 +165,8 @@ pub fn close_stream_meta(
     if meta.closed_at.is_some() && !overwrite {
         return Ok(());
     }
-    meta = StreamMeta { closed_at: Some(now), closed_reason: Some(reason.to_owned()), ..meta };
+    meta.closed_at = Some(now);
+    meta.closed_reason = Some(reason.to_owned());
     store.put_stream_meta(id, index, &meta)
 }
 
@@ -222,9 +219,7 @@ pub fn publish_if_flow(
     now: TimestampMs,
 ) -> StoreResult<()> {
     match &core.flow_id {
-        Some(flow) if !flow.is_empty() => {
-            store.publish_completion(&core.execution_id, flow, outcome, now)
-        }
+        Some(flow) if !flow.is_empty() => store.publish_completion(&core.execution_id, flow, outcome, now),
         _ => Ok(()),
     }
 }

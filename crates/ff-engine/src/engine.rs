@@ -65,10 +65,7 @@ impl<R: StoreRunner> EngineBackend for Engine<R> {
         self.with_store(move |s, now| execution::claim_execution(s, now, tag, &args)).await
     }
 
-    async fn complete_execution(
-        &self,
-        args: CompleteExecutionArgs,
-    ) -> Result<CompleteOutcome, EngineError> {
+    async fn complete_execution(&self, args: CompleteExecutionArgs) -> Result<CompleteOutcome, EngineError> {
         self.with_store(move |s, now| execution::complete_execution(s, now, &args)).await
     }
 
@@ -80,10 +77,7 @@ impl<R: StoreRunner> EngineBackend for Engine<R> {
         self.with_store(move |s, now| lifecycle::delay_execution(s, now, &args)).await
     }
 
-    async fn move_to_waiting_children(
-        &self,
-        args: MoveToWaitingChildrenArgs,
-    ) -> Result<(), EngineError> {
+    async fn move_to_waiting_children(&self, args: MoveToWaitingChildrenArgs) -> Result<(), EngineError> {
         self.with_store(move |s, now| lifecycle::move_to_waiting_children(s, now, &args)).await
     }
 
@@ -201,10 +195,7 @@ impl<R: StoreRunner> EngineBackend for Engine<R> {
         self.with_store(move |s, _| scheduling::scan_eligible(s, &args)).await
     }
 
-    async fn register_worker(
-        &self,
-        args: RegisterWorkerArgs,
-    ) -> Result<RegisterWorkerOutcome, EngineError> {
+    async fn register_worker(&self, args: RegisterWorkerArgs) -> Result<RegisterWorkerOutcome, EngineError> {
         self.with_store(move |s, now| worker::register_worker(s, now, &args)).await
     }
 
@@ -212,10 +203,7 @@ impl<R: StoreRunner> EngineBackend for Engine<R> {
         self.with_store(move |s, now| worker::heartbeat_worker(s, now, &args)).await
     }
 
-    async fn mark_worker_dead(
-        &self,
-        args: MarkWorkerDeadArgs,
-    ) -> Result<MarkWorkerDeadOutcome, EngineError> {
+    async fn mark_worker_dead(&self, args: MarkWorkerDeadArgs) -> Result<MarkWorkerDeadOutcome, EngineError> {
         self.with_store(move |s, now| worker::mark_worker_dead(s, now, &args)).await
     }
 
@@ -239,10 +227,7 @@ impl<R: StoreRunner> EngineBackend for Engine<R> {
         self.with_store(move |s, _| reads::read_execution_context(s, &id)).await
     }
 
-    async fn get_execution_result(
-        &self,
-        execution_id: &ExecutionId,
-    ) -> Result<Option<Vec<u8>>, EngineError> {
+    async fn get_execution_result(&self, execution_id: &ExecutionId) -> Result<Option<Vec<u8>>, EngineError> {
         let id = execution_id.clone();
         self.with_store(move |s, _| reads::get_execution_result(s, &id)).await
     }
@@ -264,11 +249,7 @@ impl<R: StoreRunner> EngineBackend for Engine<R> {
         self.with_store(move |s, _| s.lease_events(&id)).await
     }
 
-    async fn read_completions(
-        &self,
-        after: u64,
-        limit: usize,
-    ) -> Result<Vec<CompletionEvent>, EngineError> {
+    async fn read_completions(&self, after: u64, limit: usize) -> Result<Vec<CompletionEvent>, EngineError> {
         let limit = limit.clamp(1, LIST_LIMIT_MAX);
         self.with_store(move |s, _| s.completions_after(after, limit)).await
     }

@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 
 use ff_core::contracts::*;
-use ff_core::error::{ContentionKind, ConflictKind, ValidationKind};
+use ff_core::error::{ConflictKind, ContentionKind, ValidationKind};
 use ff_core::handle::{Handle, HandleKind, HandlePayload};
 use ff_core::policy::{self, RetryDecision};
 use ff_core::state::{
@@ -40,7 +40,8 @@ pub fn create_execution(
     let required = required_capabilities(&args.policy_json)?;
     let admission = admission_attachment(&args.policy_json);
     let delayed = args.delay_until.is_some_and(|d| d > now);
-    let detail = if delayed { format!("delayed until {}", args.delay_until.unwrap_or(0)) } else { String::new() };
+    let detail =
+        if delayed { format!("delayed until {}", args.delay_until.unwrap_or(0)) } else { String::new() };
     let core = ExecCore {
         execution_id: args.execution_id.clone(),
         namespace: args.namespace.clone(),
@@ -102,8 +103,7 @@ pub fn create_execution(
         store.put_blob(id, BlobKind::Policy, args.policy_json.as_bytes())?;
     }
     if !args.tags.is_empty() {
-        let pairs: Vec<(String, String)> =
-            args.tags.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+        let pairs: Vec<(String, String)> = args.tags.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
         store.put_tags(id, &pairs)?;
     }
     if delayed {
@@ -124,10 +124,7 @@ pub fn create_execution(
         let expires = now.saturating_add(i64::try_from(window).unwrap_or(i64::MAX));
         store.put_idem(&args.namespace, key, id, expires)?;
     }
-    Ok(CreateExecutionOutcome::Created {
-        execution_id: id.clone(),
-        public_state: core.state.public_state,
-    })
+    Ok(CreateExecutionOutcome::Created { execution_id: id.clone(), public_state: core.state.public_state })
 }
 
 fn policy_err(detail: &str) -> EngineError {
@@ -181,9 +178,10 @@ fn admission_attachment(policy_json: &str) -> (Option<String>, Option<String>) {
     let Ok(Value::Object(obj)) = serde_json::from_str::<Value>(policy_json) else {
         return (None, None);
     };
-    let budgets = obj.get("budget_ids").and_then(Value::as_array).map(|a| {
-        a.iter().filter_map(Value::as_str).collect::<Vec<_>>().join(",")
-    });
+    let budgets = obj
+        .get("budget_ids")
+        .and_then(Value::as_array)
+        .map(|a| a.iter().filter_map(Value::as_str).collect::<Vec<_>>().join(","));
     let quota = obj.get("quota_policy_id").and_then(Value::as_str).map(str::to_owned);
     (budgets.filter(|b| !b.is_empty()), quota.filter(|q| !q.is_empty()))
 }
@@ -371,7 +369,8 @@ fn new_attempt_record(
         AttemptState::PendingReplayAttempt => AttemptType::Replay,
         _ => AttemptType::Initial,
     };
-    let mut rec = blank_attempt(core, c.attempt_id, c.lease_id, c.worker_id, c.worker_instance_id, index, now);
+    let mut rec =
+        blank_attempt(core, c.attempt_id, c.lease_id, c.worker_id, c.worker_instance_id, index, now);
     rec.attempt_type = attempt_type;
     match attempt_type {
         AttemptType::Retry => {
@@ -504,7 +503,11 @@ pub fn complete_execution(
         store.put_blob(&args.execution_id, BlobKind::Result, result)?;
     }
     release_lease(store, &mut core, "completed", now, false)?;
-    transition(&mut core, StateVector::terminal(TerminalOutcome::Success, AttemptState::AttemptTerminal), now);
+    transition(
+        &mut core,
+        StateVector::terminal(TerminalOutcome::Success, AttemptState::AttemptTerminal),
+        now,
+    );
     core.completed_at = Some(now);
     core.lease_expired_at = None;
     core.lease_revoked_at = None;
@@ -547,10 +550,8 @@ pub fn fail_execution(
             let until = policy::delay_until(now, backoff_ms);
             let idx = core.current_attempt_index.unwrap_or(0);
             release_lease(store, &mut core, "failed_retry_scheduled", now, false)?;
-            let detail = format!(
-                "retry backoff until {until} (attempt {idx} failed: {})",
-                args.failure_reason
-            );
+            let detail =
+                format!("retry backoff until {until} (attempt {idx} failed: {})", args.failure_reason);
             let state = StateVector::runnable(
                 EligibilityState::NotEligibleUntilTime,
                 BlockingReason::WaitingForRetryBackoff,

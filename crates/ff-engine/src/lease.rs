@@ -14,7 +14,11 @@ fn ms(v: u64) -> i64 {
 }
 
 /// `ff_renew_lease` (spec 01 §6.12).
-pub fn renew_lease(store: &mut dyn Store, now: TimestampMs, args: &RenewLeaseArgs) -> StoreResult<LeaseRenewal> {
+pub fn renew_lease(
+    store: &mut dyn Store,
+    now: TimestampMs,
+    args: &RenewLeaseArgs,
+) -> StoreResult<LeaseRenewal> {
     args.validate()?;
     let mut core = load(store, &args.execution_id)?;
     let Some(fence) = &args.fence else {
@@ -91,7 +95,11 @@ pub fn mark_lease_expired_if_due(
 }
 
 /// `ff_revoke_lease` (spec 01 §6.14).
-pub fn revoke_lease(store: &mut dyn Store, now: TimestampMs, args: &RevokeLeaseArgs) -> StoreResult<RevokeLeaseOutcome> {
+pub fn revoke_lease(
+    store: &mut dyn Store,
+    now: TimestampMs,
+    args: &RevokeLeaseArgs,
+) -> StoreResult<RevokeLeaseOutcome> {
     args.validate()?;
     let mut core = load(store, &args.execution_id)?;
     if core.state.lifecycle_phase != LifecyclePhase::Active {
@@ -120,7 +128,12 @@ pub fn revoke_lease(store: &mut dyn Store, now: TimestampMs, args: &RevokeLeaseA
     Ok(RevokeLeaseOutcome::Revoked { lease_id, lease_epoch: epoch })
 }
 
-fn apply_revoke(store: &mut dyn Store, core: &mut ExecCore, reason: &str, now: TimestampMs) -> StoreResult<()> {
+fn apply_revoke(
+    store: &mut dyn Store,
+    core: &mut ExecCore,
+    reason: &str,
+    now: TimestampMs,
+) -> StoreResult<()> {
     let id = core.execution_id.clone();
     let p = id.partition_index();
     core.state.ownership_state = OwnershipState::LeaseRevoked;

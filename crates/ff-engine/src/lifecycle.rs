@@ -3,17 +3,19 @@
 //! §6.8–6.10, §6.21, §6.23–6.24).
 
 use ff_core::contracts::*;
-use ff_core::error::{ContentionKind, ConflictKind, StateKind, ValidationKind};
+use ff_core::error::{ConflictKind, ContentionKind, StateKind, ValidationKind};
 use ff_core::handle::HandleKind;
 use ff_core::policy;
 use ff_core::state::{
-    AttemptLifecycle, AttemptState, BlockingReason, EligibilityState, LifecyclePhase,
-    OwnershipState, StateVector, TerminalOutcome,
+    AttemptLifecycle, AttemptState, BlockingReason, EligibilityState, LifecyclePhase, OwnershipState,
+    StateVector, TerminalOutcome,
 };
 use ff_core::{BackendTag, CancelSource, EngineError, ExecutionId, TimestampMs, WorkerId, WorkerInstanceId};
 
 use crate::common::*;
-use crate::execution::{FreshClaim, check_grant, end_attempt, enter_terminal_index, mint_handle, start_fresh_attempt};
+use crate::execution::{
+    FreshClaim, check_grant, end_attempt, enter_terminal_index, mint_handle, start_fresh_attempt,
+};
 use crate::records::{BlobKind, ExecCore, IndexKey, LaneIndex};
 use crate::store::{Store, StoreResult};
 
@@ -65,7 +67,11 @@ fn end_open_attempt(
 }
 
 /// `ff_cancel_execution` (spec 01 §6.4, with the interrupted-attempt fix).
-pub fn cancel_execution(store: &mut dyn Store, now: TimestampMs, args: &CancelExecutionArgs) -> StoreResult<CancelOutcome> {
+pub fn cancel_execution(
+    store: &mut dyn Store,
+    now: TimestampMs,
+    args: &CancelExecutionArgs,
+) -> StoreResult<CancelOutcome> {
     args.validate()?;
     let mut core = load(store, &args.execution_id)?;
     let phase = core.state.lifecycle_phase;
@@ -83,7 +89,8 @@ pub fn cancel_execution(store: &mut dyn Store, now: TimestampMs, args: &CancelEx
         }
     }
     let reason = format!("cancelled: {}", args.reason);
-    let ended = end_open_attempt(store, &core, AttemptLifecycle::EndedCancelled, &reason, "attempt_cancelled", now)?;
+    let ended =
+        end_open_attempt(store, &core, AttemptLifecycle::EndedCancelled, &reason, "attempt_cancelled", now)?;
     if phase == LifecyclePhase::Active {
         store.delete_lease(&args.execution_id)?;
         let fields = vec![
@@ -103,7 +110,8 @@ pub fn cancel_execution(store: &mut dyn Store, now: TimestampMs, args: &CancelEx
     transition(&mut core, StateVector::terminal(TerminalOutcome::Cancelled, attempt_state), now);
     core.cancellation_reason = Some(args.reason.clone());
     let source = args.source.as_str();
-    core.cancelled_by = Some(if source.is_empty() { args.execution_id.to_string() } else { source.to_owned() });
+    core.cancelled_by =
+        Some(if source.is_empty() { args.execution_id.to_string() } else { source.to_owned() });
     core.completed_at = Some(now);
     clear_lease_fields(&mut core);
     core.current_suspension_id = None;
@@ -130,7 +138,12 @@ fn load_fenced(
 }
 
 /// Pauses the running attempt record under a self-pause id.
-fn pause_attempt(store: &mut dyn Store, core: &ExecCore, pause_id: &str, now: TimestampMs) -> StoreResult<()> {
+fn pause_attempt(
+    store: &mut dyn Store,
+    core: &ExecCore,
+    pause_id: &str,
+    now: TimestampMs,
+) -> StoreResult<()> {
     let Some(idx) = core.current_attempt_index else { return Ok(()) };
     let Some(mut rec) = store.get_attempt(&core.execution_id, idx)? else { return Ok(()) };
     rec.attempt_state = AttemptLifecycle::Suspended;
@@ -140,7 +153,11 @@ fn pause_attempt(store: &mut dyn Store, core: &ExecCore, pause_id: &str, now: Ti
 }
 
 /// `ff_delay_execution` (spec 01 §6.5).
-pub fn delay_execution(store: &mut dyn Store, now: TimestampMs, args: &DelayExecutionArgs) -> StoreResult<TimestampMs> {
+pub fn delay_execution(
+    store: &mut dyn Store,
+    now: TimestampMs,
+    args: &DelayExecutionArgs,
+) -> StoreResult<TimestampMs> {
     args.validate()?;
     let mut core = load_fenced(store, now, &args.execution_id, &args.fence, &args.source)?;
     pause_attempt(store, &core, "worker_delay", now)?;
@@ -206,7 +223,10 @@ pub fn reclaim_execution(
             OwnershipState::LeaseExpiredReclaimable | OwnershipState::LeaseRevoked
         )
     {
-        return Ok(ReclaimExecutionOutcome::NotReclaimable { execution_id: id, detail: "execution_not_reclaimable".into() });
+        return Ok(ReclaimExecutionOutcome::NotReclaimable {
+            execution_id: id,
+            detail: "execution_not_reclaimable".into(),
+        });
     }
     let cap = reclaim_cap(store, &id, args.max_reclaim_count)?;
     if core.lease_reclaim_count >= cap {
@@ -273,7 +293,15 @@ fn reclaim_onto_new_attempt(
     }
     store.delete_grant(&id)?;
     let index = core.total_attempt_count;
-    let mut rec = crate::execution::blank_attempt(core, args.attempt_id, args.lease_id, &args.worker_id, &args.worker_instance_id, index, now);
+    let mut rec = crate::execution::blank_attempt(
+        core,
+        args.attempt_id,
+        args.lease_id,
+        &args.worker_id,
+        &args.worker_instance_id,
+        index,
+        now,
+    );
     rec.attempt_type = ff_core::state::AttemptType::Reclaim;
     rec.reclaim_reason = Some(lost.clone());
     rec.previous_attempt_index = old_index;
@@ -373,7 +401,11 @@ pub fn expire_execution(
 }
 
 /// `ff_set_execution_tags` (spec 01 §6.10).
-pub fn set_execution_tags(store: &mut dyn Store, now: TimestampMs, args: &SetExecutionTagsArgs) -> StoreResult<usize> {
+pub fn set_execution_tags(
+    store: &mut dyn Store,
+    now: TimestampMs,
+    args: &SetExecutionTagsArgs,
+) -> StoreResult<usize> {
     args.validate()?;
     let mut core = load(store, &args.execution_id)?;
     if let Some((bad, _)) = args.tags.iter().find(|(k, _)| !is_valid_tag_key(k)) {
@@ -386,7 +418,11 @@ pub fn set_execution_tags(store: &mut dyn Store, now: TimestampMs, args: &SetExe
 }
 
 /// `ff_replay_execution` (spec 01 §6.24).
-pub fn replay_execution(store: &mut dyn Store, now: TimestampMs, id: &ExecutionId) -> StoreResult<ReplayOutcome> {
+pub fn replay_execution(
+    store: &mut dyn Store,
+    now: TimestampMs,
+    id: &ExecutionId,
+) -> StoreResult<ReplayOutcome> {
     let mut core = load(store, id)?;
     if core.state.lifecycle_phase != LifecyclePhase::Terminal {
         return Err(EngineError::State(StateKind::ExecutionNotTerminal));
@@ -427,7 +463,8 @@ pub fn replay_execution(store: &mut dyn Store, now: TimestampMs, id: &ExecutionI
     core.pending_replay_attempt = true;
     core.replay_count += 1;
     core.completed_at = None;
-    let fields = vec![("replay_count", core.replay_count.to_string()), ("replay_type", replay_type.to_owned())];
+    let fields =
+        vec![("replay_count", core.replay_count.to_string()), ("replay_type", replay_type.to_owned())];
     store.append_lease_event(id, "replay_initiated", now, fields)?;
     store.put_exec(&core)?;
     Ok(ReplayOutcome::Replayed { public_state: core.state.public_state })
@@ -445,7 +482,12 @@ struct Resume<'a> {
     event_reason: &'static str,
 }
 
-fn resume_attempt(store: &mut dyn Store, core: &mut ExecCore, r: &Resume<'_>, now: TimestampMs) -> StoreResult<TimestampMs> {
+fn resume_attempt(
+    store: &mut dyn Store,
+    core: &mut ExecCore,
+    r: &Resume<'_>,
+    now: TimestampMs,
+) -> StoreResult<TimestampMs> {
     let id = core.execution_id.clone();
     let attempt_id = core.current_attempt_id.ok_or_else(|| EngineError::Bug {
         kind: ff_core::error::BugKind::InvariantViolation,

@@ -5,8 +5,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use ff_core::contracts::CapabilitySet;
 use ff_core::state::{AttemptLifecycle, AttemptType, StateVector};
 use ff_core::{
-    AttemptId, AttemptIndex, ExecutionId, LaneId, LeaseEpoch, LeaseId, Namespace, TimestampMs,
-    WorkerId, WorkerInstanceId,
+    AttemptId, AttemptIndex, ExecutionId, LaneId, LeaseEpoch, LeaseId, Namespace, TimestampMs, WorkerId,
+    WorkerInstanceId,
 };
 use serde::{Deserialize, Serialize};
 

@@ -52,7 +52,11 @@ fn live_grant_exists(store: &dyn Store, id: &ExecutionId, now: TimestampMs) -> S
     Ok(store.get_grant(id)?.is_some_and(|g| g.is_live(now)))
 }
 
-fn write_grant(store: &mut dyn Store, now: TimestampMs, args: &IssueClaimGrantArgs) -> StoreResult<TimestampMs> {
+fn write_grant(
+    store: &mut dyn Store,
+    now: TimestampMs,
+    args: &IssueClaimGrantArgs,
+) -> StoreResult<TimestampMs> {
     let expires = now.saturating_add(i64::try_from(args.grant_ttl_ms).unwrap_or(i64::MAX));
     let rec = GrantRecord {
         worker_id: args.worker_id.clone(),
@@ -168,7 +172,11 @@ pub fn change_priority(
 }
 
 /// `ff_update_progress` (spec 01 §6.17).
-pub fn update_progress(store: &mut dyn Store, now: TimestampMs, args: &UpdateProgressArgs) -> StoreResult<()> {
+pub fn update_progress(
+    store: &mut dyn Store,
+    now: TimestampMs,
+    args: &UpdateProgressArgs,
+) -> StoreResult<()> {
     args.validate()?;
     let mut core = load(store, &args.execution_id)?;
     if core.state.lifecycle_phase != LifecyclePhase::Active {
@@ -235,7 +243,9 @@ pub fn promote_delayed(
 /// The eligibility state and index of an admission block reason (spec 01 §6.26).
 fn block_target(reason: BlockingReason) -> Option<(EligibilityState, Option<LaneIndex>)> {
     Some(match reason {
-        BlockingReason::WaitingForBudget => (EligibilityState::BlockedByBudget, Some(LaneIndex::BlockedBudget)),
+        BlockingReason::WaitingForBudget => {
+            (EligibilityState::BlockedByBudget, Some(LaneIndex::BlockedBudget))
+        }
         BlockingReason::WaitingForQuota => (EligibilityState::BlockedByQuota, Some(LaneIndex::BlockedQuota)),
         BlockingReason::WaitingForCapableWorker => {
             (EligibilityState::BlockedByRoute, Some(LaneIndex::BlockedRoute))
@@ -268,7 +278,8 @@ pub fn block_execution_for_admission(
         AttemptState::None => AttemptState::PendingFirstAttempt,
         other => other,
     };
-    let mut state = ff_core::StateVector::runnable(eligibility, args.reason, args.detail.clone(), attempt_state);
+    let mut state =
+        ff_core::StateVector::runnable(eligibility, args.reason, args.detail.clone(), attempt_state);
     // The stored public state is `rate_limited` for every admission block (spec 01 §4.2).
     state.public_state = PublicState::RateLimited;
     remove_from_runnable_indexes(store, &core)?;
@@ -280,7 +291,11 @@ pub fn block_execution_for_admission(
 }
 
 /// `ff_unblock_execution` (spec 01 §6.25).
-pub fn unblock_execution(store: &mut dyn Store, now: TimestampMs, args: &UnblockExecutionArgs) -> StoreResult<()> {
+pub fn unblock_execution(
+    store: &mut dyn Store,
+    now: TimestampMs,
+    args: &UnblockExecutionArgs,
+) -> StoreResult<()> {
     let mut core = load(store, &args.execution_id)?;
     let not_eligible = || EngineError::Contention(ContentionKind::ExecutionNotEligible);
     if core.state.lifecycle_phase != LifecyclePhase::Runnable {
@@ -314,7 +329,8 @@ pub fn unblock_execution(store: &mut dyn Store, now: TimestampMs, args: &Unblock
 
 /// `scan_eligible_executions` (spec 01 §11.3): the head of a lane's eligible index.
 pub fn scan_eligible(store: &mut dyn Store, args: &ScanEligibleArgs) -> StoreResult<Vec<ExecutionId>> {
-    let key = IndexKey::Lane { partition: args.partition, lane: args.lane_id.clone(), kind: LaneIndex::Eligible };
+    let key =
+        IndexKey::Lane { partition: args.partition, lane: args.lane_id.clone(), kind: LaneIndex::Eligible };
     let limit = args.limit.clamp(1, LIST_LIMIT_MAX);
     store
         .index_range(&key, None, i64::MAX, limit)?

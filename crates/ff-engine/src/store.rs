@@ -11,8 +11,8 @@ use async_trait::async_trait;
 use ff_core::capabilities::Capabilities;
 use ff_core::contracts::{CompletionEvent, LeaseHistoryEntry};
 use ff_core::{
-    AttemptIndex, BackendTag, Clock, EngineError, ExecutionId, Namespace, PartitionConfig,
-    TimestampMs, WorkerInstanceId,
+    AttemptIndex, BackendTag, Clock, EngineError, ExecutionId, Namespace, PartitionConfig, TimestampMs,
+    WorkerInstanceId,
 };
 
 use crate::records::{
@@ -64,12 +64,23 @@ pub trait Store {
     /// Reads an attempt's stream meta.
     fn get_stream_meta(&self, id: &ExecutionId, index: AttemptIndex) -> StoreResult<Option<StreamMeta>>;
     /// Writes an attempt's stream meta.
-    fn put_stream_meta(&mut self, id: &ExecutionId, index: AttemptIndex, meta: &StreamMeta) -> StoreResult<()>;
+    fn put_stream_meta(
+        &mut self,
+        id: &ExecutionId,
+        index: AttemptIndex,
+        meta: &StreamMeta,
+    ) -> StoreResult<()>;
 
     /// Reads a create-idempotency entry `(execution id, expires_at)`.
     fn get_idem(&self, ns: &Namespace, key: &str) -> StoreResult<Option<(ExecutionId, TimestampMs)>>;
     /// Writes a create-idempotency entry.
-    fn put_idem(&mut self, ns: &Namespace, key: &str, id: &ExecutionId, expires_at: TimestampMs) -> StoreResult<()>;
+    fn put_idem(
+        &mut self,
+        ns: &Namespace,
+        key: &str,
+        id: &ExecutionId,
+        expires_at: TimestampMs,
+    ) -> StoreResult<()>;
 
     /// Adds or re-scores a member.
     fn index_add(&mut self, key: &IndexKey, member: &str, score: i64) -> StoreResult<()>;

@@ -17,9 +17,7 @@ pub fn register_worker(
     args: &RegisterWorkerArgs,
 ) -> StoreResult<RegisterWorkerOutcome> {
     args.validate()?;
-    let existing = store
-        .get_worker(&args.namespace, &args.worker_instance_id)?
-        .filter(|w| w.is_live(now));
+    let existing = store.get_worker(&args.namespace, &args.worker_instance_id)?.filter(|w| w.is_live(now));
     if let Some(w) = &existing
         && w.worker_id != args.worker_id
     {
@@ -72,7 +70,11 @@ pub fn mark_worker_dead(
 }
 
 /// `list_workers` (spec 01 §14): live instances sorted by id, after a cursor.
-pub fn list_workers(store: &mut dyn Store, now: TimestampMs, args: &ListWorkersArgs) -> StoreResult<WorkersPage> {
+pub fn list_workers(
+    store: &mut dyn Store,
+    now: TimestampMs,
+    args: &ListWorkersArgs,
+) -> StoreResult<WorkersPage> {
     let limit = args.limit.clamp(1, LIST_LIMIT_MAX);
     let mut after = args.after.clone();
     let mut workers = Vec::new();

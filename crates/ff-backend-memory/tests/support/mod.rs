@@ -9,8 +9,8 @@ use ff_backend_memory::{MemoryBackend, new_sim_backend};
 use ff_core::contracts::*;
 use ff_core::error::ContentionKind;
 use ff_core::{
-    AttemptId, CancelSource, Clock, EngineBackend, EngineError, ExecutionId, LaneId, LeaseFence,
-    LeaseId, PartitionConfig, SimClock, WorkerId, WorkerInstanceId,
+    AttemptId, CancelSource, Clock, EngineBackend, EngineError, ExecutionId, LaneId, LeaseFence, LeaseId,
+    PartitionConfig, SimClock, WorkerId, WorkerInstanceId,
 };
 use uuid::Uuid;
 
@@ -116,7 +116,9 @@ impl Harness {
                 lease_epoch,
                 lifecycle_phase,
                 ..
-            }) => format!("error execution_not_active [{terminal_outcome} epoch={lease_epoch} {lifecycle_phase}]"),
+            }) => format!(
+                "error execution_not_active [{terminal_outcome} epoch={lease_epoch} {lifecycle_phase}]"
+            ),
             EngineError::Validation { detail, .. } if !detail.is_empty() => {
                 format!("error {} ({detail})", e.code().unwrap_or("?"))
             }
@@ -139,7 +141,9 @@ impl Harness {
         let mut args = CreateExecutionArgs::new(id, "ns", LaneId::new(LANE), "task");
         f(&mut args);
         let line = match self.b.create_execution(args).await {
-            Ok(CreateExecutionOutcome::Created { public_state, .. }) => format!("create {name} -> {public_state}"),
+            Ok(CreateExecutionOutcome::Created { public_state, .. }) => {
+                format!("create {name} -> {public_state}")
+            }
             Ok(other) => format!("create {name} -> {other:?}"),
             Err(e) => format!("create {name} -> {}", self.err(&e)),
         };
@@ -294,7 +298,12 @@ impl Harness {
         self.complete_nth(name, None).await
     }
 
-    pub async fn fail_nth(&mut self, name: &str, nth: Option<usize>, policy: Option<&str>) -> Result<(), EngineError> {
+    pub async fn fail_nth(
+        &mut self,
+        name: &str,
+        nth: Option<usize>,
+        policy: Option<&str>,
+    ) -> Result<(), EngineError> {
         let args = FailExecutionArgs {
             execution_id: self.id(name),
             fence: Some(self.fence(name, nth)),
@@ -345,7 +354,9 @@ impl Harness {
         };
         let r = self.b.cancel_execution(args).await;
         let line = match &r {
-            Ok(CancelOutcome::Cancelled { from_phase, .. }) => format!("cancel {name} -> cancelled from {from_phase}"),
+            Ok(CancelOutcome::Cancelled { from_phase, .. }) => {
+                format!("cancel {name} -> cancelled from {from_phase}")
+            }
             Ok(o) => format!("cancel {name} -> {o:?}"),
             Err(e) => format!("cancel {name} -> {}", self.err(e)),
         };
@@ -356,7 +367,9 @@ impl Harness {
     pub async fn reclaim(&mut self, name: &str, w: &str, cap: Option<u32>) {
         let g = self.grant_args(name, w, &[]);
         let line = match self.b.issue_reclaim_grant(g).await {
-            Ok(IssueReclaimGrantOutcome::Granted(g)) => format!("reclaim-grant {name} to {w} -> granted until {}", self.t(g.expires_at_ms)),
+            Ok(IssueReclaimGrantOutcome::Granted(g)) => {
+                format!("reclaim-grant {name} to {w} -> granted until {}", self.t(g.expires_at_ms))
+            }
             Ok(o) => format!("reclaim-grant {name} to {w} -> {o:?}"),
             Err(e) => format!("reclaim-grant {name} to {w} -> {}", self.err(&e)),
         };
