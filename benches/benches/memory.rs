@@ -103,19 +103,19 @@ async fn cycle(b: &MemoryBackend, lane: &LaneId, eid: ExecutionId, n: u64) {
 fn claim_complete(c: &mut Criterion) {
     let rt = runtime();
     let mut group = c.benchmark_group("memory/claim_complete");
-    let b = backend();
     let lane = LaneId::new("bench");
-    let mut next = 0u64;
     group.bench_function(BenchmarkId::from_parameter("1"), |bench| {
         bench.iter_custom(|iters| {
-            rt.block_on(populate(&b, &lane, next, iters));
+            // A fresh store per sample keeps the measured cycles independent of
+            // how many terminal executions earlier samples left behind.
+            let b = backend();
+            rt.block_on(populate(&b, &lane, 0, iters));
             let start = Instant::now();
             rt.block_on(async {
-                for n in next..next + iters {
+                for n in 0..iters {
                     cycle(&b, &lane, id(n), n).await;
                 }
             });
-            next += iters;
             start.elapsed()
         })
     });
