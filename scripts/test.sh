@@ -1,6 +1,12 @@
 #!/usr/bin/env bash
-# Runs the whole test suite: build first (so timing is not spent twice), then test.
+# Runs the whole test suite: build first (so timing is not spent twice), then
+# test every crate, then print one closing line with the totals.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+mkdir -p target
 cargo build --workspace --all-targets --quiet
-cargo test --workspace --quiet 2>&1 | tee target/test-output.txt
+status=0
+cargo test --workspace --no-fail-fast 2>&1 | tee target/test-output.txt || status=$?
+awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } }
+     END { printf "tests: %d passed, %d failed\n", p, f }' target/test-output.txt
+exit "$status"
