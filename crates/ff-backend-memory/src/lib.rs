@@ -42,12 +42,13 @@ pub fn new_sim_backend(clock: SimClock, cfg: PartitionConfig) -> MemoryBackend {
 pub struct MemoryRunner {
     store: Arc<Mutex<MemStore>>,
     clock: Arc<dyn Clock>,
+    cfg: PartitionConfig,
 }
 
 impl MemoryRunner {
     /// A runner over an empty store.
     pub fn new(clock: Arc<dyn Clock>, cfg: PartitionConfig) -> Self {
-        Self { store: Arc::new(Mutex::new(MemStore::new(cfg))), clock }
+        Self { store: Arc::new(Mutex::new(MemStore::new(cfg))), clock, cfg }
     }
 
     /// A deterministic dump of the whole store (for snapshots and differential checks).
@@ -64,6 +65,10 @@ impl StoreRunner for MemoryRunner {
 
     fn clock(&self) -> &Arc<dyn Clock> {
         &self.clock
+    }
+
+    fn partition_config(&self) -> PartitionConfig {
+        self.cfg
     }
 
     fn capabilities(&self) -> Capabilities {

@@ -6,7 +6,9 @@ use crate::capabilities::Capabilities;
 use crate::contracts::*;
 use crate::error::{ContentionKind, EngineError};
 use crate::handle::{BackendTag, Handle, HandlePayload};
+use crate::clock::SimClock;
 use crate::ids::{CancelSource, ExecutionId, LaneId, LeaseFence, TimestampMs};
+use crate::partition::PartitionConfig;
 use crate::state::PublicState;
 
 /// A FlowFabric backend: every contract is one atomic step.
@@ -23,6 +25,16 @@ pub trait EngineBackend: Send + Sync + 'static {
 
     /// The backend's clock (`now` for scanners and schedulers).
     async fn server_time_ms(&self) -> Result<TimestampMs, EngineError>;
+
+    /// The simulated clock the backend runs on, if any (tests advance it).
+    fn sim_clock(&self) -> Option<SimClock> {
+        None
+    }
+
+    /// The partition counts the backend was created with.
+    fn partition_config(&self) -> PartitionConfig {
+        PartitionConfig::default()
+    }
 
     // ------------------------------------------------------------ execution
 

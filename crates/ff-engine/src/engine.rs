@@ -53,6 +53,14 @@ impl<R: StoreRunner> EngineBackend for Engine<R> {
         Ok(self.runner.clock().now_ms())
     }
 
+    fn sim_clock(&self) -> Option<ff_core::SimClock> {
+        self.runner.clock().as_sim().cloned()
+    }
+
+    fn partition_config(&self) -> ff_core::PartitionConfig {
+        self.runner.partition_config()
+    }
+
     async fn create_execution(
         &self,
         args: CreateExecutionArgs,

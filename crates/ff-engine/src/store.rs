@@ -143,6 +143,8 @@ pub trait StoreRunner: Send + Sync + 'static {
     fn clock(&self) -> &std::sync::Arc<dyn Clock>;
     /// The capability report.
     fn capabilities(&self) -> Capabilities;
+    /// The partition counts of the store.
+    fn partition_config(&self) -> PartitionConfig;
     /// Runs `f` as one atomic step. Writes made before an `Err` are kept
     /// (transitions only write before an error where the spec says so).
     async fn run<R, F>(&self, f: F) -> Result<R, EngineError>
