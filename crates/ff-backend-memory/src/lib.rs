@@ -546,3 +546,39 @@ impl MemStore {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn index_range_orders_by_score_then_member_and_pages_exclusively() {
+        let mut s = MemStore::new(PartitionConfig::default());
+        let k = IndexKey::LeaseExpiry(0);
+        for (m, score) in [("b", 5), ("a", 5), ("c", 1), ("d", 9)] {
+            s.index_add(&k, m, score).unwrap_or_default();
+        }
+        let all = s.index_range(&k, None, i64::MAX, 10).unwrap_or_default();
+        let names: Vec<&str> = all.iter().map(|(_, m)| m.as_str()).collect();
+        assert_eq!(names, ["c", "a", "b", "d"]);
+        let page = s.index_range(&k, Some((5, "a")), 8, 10).unwrap_or_default();
+        assert_eq!(page, vec![(5, "b".to_owned())]);
+        s.index_add(&k, "c", 20).unwrap_or_default();
+        let rescored = s.index_range(&k, None, i64::MAX, 1).unwrap_or_default();
+        assert_eq!(rescored, vec![(5, "a".to_owned())]);
+        assert!(s.index_remove(&k, "a").unwrap_or(false));
+        assert!(!s.index_remove(&k, "a").unwrap_or(true));
+    }
+
+    #[test]
+    fn lease_history_is_bounded() {
+        let mut s = MemStore::new(PartitionConfig::default());
+        let id = ExecutionId::from_parts(0, ff_core::AttemptId::default().uuid());
+        for i in 0..(LEASE_HISTORY_LEN_MAX + 10) {
+            s.append_lease_event(&id, "acquired", i as i64, Vec::new()).unwrap_or_default();
+        }
+        let events = s.lease_events(&id).unwrap_or_default();
+        assert_eq!(events.len(), LEASE_HISTORY_LEN_MAX);
+        assert_eq!(events.first().map(|e| e.seq), Some(11));
+    }
+}

@@ -3,10 +3,10 @@
 use async_trait::async_trait;
 
 use crate::capabilities::Capabilities;
+use crate::clock::SimClock;
 use crate::contracts::*;
 use crate::error::{ContentionKind, EngineError};
 use crate::handle::{BackendTag, Handle, HandlePayload};
-use crate::clock::SimClock;
 use crate::ids::{CancelSource, ExecutionId, LaneId, LeaseFence, TimestampMs};
 use crate::partition::PartitionConfig;
 use crate::state::PublicState;

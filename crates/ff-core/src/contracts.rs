@@ -212,6 +212,8 @@ impl CreateExecutionArgs {
 
 impl Validate for CreateExecutionArgs {
     fn validate(&self) -> Result<(), EngineError> {
+        ExecutionId::parse_canonical(self.execution_id.as_str())
+            .map_err(|e| EngineError::invalid_input(format!("execution_id: {e}")))?;
         check_name("namespace", self.namespace.as_str())?;
         check_lane(&self.lane_id)?;
         check_text("execution_kind", &self.execution_kind, NAME_BYTES_MAX)?;

@@ -27,6 +27,13 @@ pub fn create_execution(
     args: &CreateExecutionArgs,
 ) -> StoreResult<CreateExecutionOutcome> {
     args.validate()?;
+    let partitions = store.partition_config().num_flow_partitions;
+    if args.execution_id.partition_index() >= partitions {
+        return Err(EngineError::invalid_input(format!(
+            "execution_id: partition {} not below {partitions}",
+            args.execution_id.partition_index()
+        )));
+    }
     let idem_key = args.idempotency_key.as_deref().filter(|k| !k.is_empty());
     if let Some(key) = idem_key
         && let Some((stored, expires_at)) = store.get_idem(&args.namespace, key)?

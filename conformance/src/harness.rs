@@ -1,55 +1,51 @@
-//! A scenario harness: named executions and workers, a simulated clock, and a
-//! transcript with ids and times normalised so snapshots are stable.
-#![allow(dead_code)]
+//! The scenario harness: named executions and workers, the fixture's clock, and
+//! a transcript with ids and times normalised so it is backend-independent.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use ff_backend_memory::{MemoryBackend, new_sim_backend};
 use ff_core::contracts::*;
 use ff_core::error::ContentionKind;
 use ff_core::{
     AttemptId, CancelSource, Clock, EngineBackend, EngineError, ExecutionId, LaneId, LeaseFence, LeaseId,
-    PartitionConfig, SimClock, WorkerId, WorkerInstanceId,
+    SimClock, WorkerId, WorkerInstanceId,
 };
 use uuid::Uuid;
+
+use crate::Fixture;
 
 /// The lane every scenario uses unless told otherwise.
 pub const LANE: &str = "default";
 
 /// A backend, its clock, and a transcript.
 pub struct Harness {
+    /// The backend under test.
     pub b: Arc<dyn EngineBackend>,
+    /// The simulated clock shared with the backend.
     pub clock: SimClock,
     t0: i64,
     next_uuid: u64,
+    /// Named executions.
     pub ids: BTreeMap<String, ExecutionId>,
     names: Vec<(String, String)>,
+    /// Every claim made per execution name, oldest first.
     pub claims: BTreeMap<String, Vec<ClaimedExecution>>,
+    /// The transcript.
     pub log: Vec<String>,
     /// Put every execution on partition 0 (so eligible order is one index).
     pub one_partition: bool,
-    /// The memory backend, when the harness owns one (for store dumps).
-    pub mem: Option<Arc<MemoryBackend>>,
+    /// Partitions used for ids and scans (at most 8 of the backend's).
+    pub partitions: u16,
+    inspect: Option<crate::Inspect>,
 }
 
 impl Harness {
-    /// A fresh memory backend on a simulated clock.
-    pub fn new() -> Self {
-        let clock = SimClock::default();
-        let cfg = PartitionConfig { num_flow_partitions: 8, ..PartitionConfig::default() };
-        let mem = Arc::new(new_sim_backend(clock.clone(), cfg));
-        let b: Arc<dyn EngineBackend> = mem.clone();
-        let mut h = Self::with(b, clock);
-        h.mem = Some(mem);
-        h
-    }
-
-    /// A harness over any backend sharing `clock`.
-    pub fn with(b: Arc<dyn EngineBackend>, clock: SimClock) -> Self {
+    /// A harness over a fixture; `None` when the fixture has no simulated clock.
+    pub fn new(fixture: &Fixture) -> Option<Self> {
+        let clock = fixture.clock.clone()?;
         let t0 = clock.now_ms();
-        Self {
-            b,
+        Some(Self {
+            b: fixture.backend.clone(),
             clock,
             t0,
             next_uuid: 0,
@@ -58,8 +54,9 @@ impl Harness {
             claims: BTreeMap::new(),
             log: Vec::new(),
             one_partition: false,
-            mem: None,
-        }
+            partitions: fixture.backend.partition_config().num_flow_partitions.clamp(1, 8),
+            inspect: fixture.inspect.clone(),
+        })
     }
 
     fn uuid(&mut self) -> Uuid {
@@ -135,7 +132,7 @@ impl Harness {
     /// Creates an execution named `name`, letting `f` adjust the args.
     pub async fn create_with(&mut self, name: &str, f: impl FnOnce(&mut CreateExecutionArgs)) {
         let u = self.uuid();
-        let partition = if self.one_partition { 0 } else { self.ids.len() as u16 % 8 };
+        let partition = if self.one_partition { 0 } else { self.ids.len() as u16 % self.partitions };
         let id = ExecutionId::from_parts(partition, u);
         self.ids.insert(name.to_owned(), id.clone());
         let mut args = CreateExecutionArgs::new(id, "ns", LaneId::new(LANE), "task");
@@ -401,7 +398,7 @@ impl Harness {
 
     pub async fn scan(&mut self, kind: ScannerKind) {
         let mut total = ScanReport::default();
-        for p in 0..8 {
+        for p in 0..self.partitions {
             let r = self.b.run_scanner(kind, p, 50).await.expect("scanner");
             total.examined += r.examined;
             total.acted += r.acted;
@@ -437,7 +434,7 @@ impl Harness {
     /// Logs the lane's eligible order on every partition, best first.
     pub async fn eligible(&mut self) {
         let mut all = Vec::new();
-        for p in 0..8 {
+        for p in 0..self.partitions {
             let args = ScanEligibleArgs { lane_id: LaneId::new(LANE), partition: p, limit: 100 };
             all.extend(self.b.scan_eligible_executions(args).await.expect("scan"));
         }
@@ -451,41 +448,40 @@ impl Harness {
 }
 
 impl Harness {
-    /// A deterministic dump of the whole store.
-    pub fn dump(&self) -> String {
-        self.mem.as_ref().map(|m| m.runner().dump()).unwrap_or_default()
-    }
-
-    /// The store's invariant violations.
-    pub fn violations(&self) -> Vec<String> {
-        self.mem.as_ref().map(|m| m.runner().invariant_violations()).unwrap_or_default()
+    /// A deterministic dump of the store: the backend's own when it offers one,
+    /// else everything readable through the trait.
+    pub async fn dump(&self) -> String {
+        match &self.inspect {
+            Some(f) => f(),
+            None => crate::snapshot::read_all(self.b.as_ref(), self.partitions).await,
+        }
     }
 }
 
-/// Asserts a result is the error `code` and that the store did not change.
+/// Asserts a call fails with `code` and leaves the store unchanged.
 #[macro_export]
 macro_rules! rejects {
     ($h:expr, $call:expr, $code:expr) => {{
-        let before = $h.dump();
+        let before = $h.dump().await;
         let r = $call.await;
         match &r {
             Ok(v) => panic!("expected {} from {}, got Ok({:?})", $code, stringify!($call), v),
             Err(e) => assert_eq!(e.code(), Some($code), "{} -> {e}", stringify!($call)),
         }
-        assert_eq!(before, $h.dump(), "{} wrote on error {}", stringify!($call), $code);
+        assert_eq!(before, $h.dump().await, "{} wrote on error {}", stringify!($call), $code);
     }};
 }
 
-/// Asserts a result is the error `code`; the store may change (spec 01 §5.6 writes).
+/// Asserts a call fails with `code` and changes the store (spec 01 §5.6 writes).
 #[macro_export]
 macro_rules! rejects_with_write {
     ($h:expr, $call:expr, $code:expr) => {{
-        let before = $h.dump();
+        let before = $h.dump().await;
         let r = $call.await;
         match &r {
             Ok(v) => panic!("expected {} from {}, got Ok({:?})", $code, stringify!($call), v),
             Err(e) => assert_eq!(e.code(), Some($code), "{} -> {e}", stringify!($call)),
         }
-        assert_ne!(before, $h.dump(), "{} should have written", stringify!($call));
+        assert_ne!(before, $h.dump().await, "{} should have written", stringify!($call));
     }};
 }

@@ -1,0 +1,495 @@
+//! The FlowFabric conformance kit: the same contract cases, golden scenarios,
+//! differential property tests, hostile-input checks and queue-anomaly checks
+//! against any `EngineBackend`.
+//!
+//! One line in a backend crate's tests:
+//!
+//! ```ignore
+//! ff_conformance::suite!(|| async { std::sync::Arc::new(MyBackend::connect().await) });
+//! ```
+//!
+//! expands to one `#[test]` per group; [`run`] runs everything and returns a
+//! [`Report`] for custom harnesses and the `ff-conformance` CLI.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use ff_core::{ContractFamily, EngineBackend, SimClock};
+use serde::Serialize;
+
+pub mod anomalies;
+pub mod cases;
+pub mod differential;
+pub mod golden;
+pub mod harness;
+pub mod hostile;
+pub mod snapshot;
+pub mod tamper;
+
+pub use harness::Harness;
+
+/// A boxed, sendable future.
+pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
+/// A deterministic dump of a backend's whole state.
+pub type Inspect = Arc<dyn Fn() -> String + Send + Sync>;
+/// A backend's own deep invariant check (violations as text).
+pub type DeepCheck = Arc<dyn Fn() -> Vec<String> + Send + Sync>;
+
+/// Environment variable narrowing the families a setup claims (comma-separated).
+pub const FAMILIES_ENV: &str = "FF_CONFORMANCE_FAMILIES";
+/// Longest a single case may run.
+pub const CASE_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// A fresh, isolated backend and what the kit may use of it.
+#[derive(Clone)]
+pub struct Fixture {
+    /// The backend under test.
+    pub backend: Arc<dyn EngineBackend>,
+    /// Its simulated clock, when it runs on one.
+    pub clock: Option<SimClock>,
+    /// A full state dump, when the backend offers one (kept on failure).
+    pub inspect: Option<Inspect>,
+    /// A deep invariant check, when the backend offers one.
+    pub deep_check: Option<DeepCheck>,
+}
+
+impl Fixture {
+    /// A fixture whose clock is the backend's own simulated clock, if any.
+    pub fn new(backend: Arc<dyn EngineBackend>) -> Self {
+        let clock = backend.sim_clock();
+        Self { backend, clock, inspect: None, deep_check: None }
+    }
+
+    /// Adds a state dump.
+    pub fn with_inspect(mut self, f: Inspect) -> Self {
+        self.inspect = Some(f);
+        self
+    }
+
+    /// Adds a deep invariant check.
+    pub fn with_deep_check(mut self, f: DeepCheck) -> Self {
+        self.deep_check = Some(f);
+        self
+    }
+}
+
+/// What a factory may return.
+pub trait IntoFixture {
+    /// Converts into a fixture.
+    fn into_fixture(self) -> Fixture;
+}
+
+impl IntoFixture for Fixture {
+    fn into_fixture(self) -> Fixture {
+        self
+    }
+}
+
+impl IntoFixture for Arc<dyn EngineBackend> {
+    fn into_fixture(self) -> Fixture {
+        Fixture::new(self)
+    }
+}
+
+impl<B: EngineBackend> IntoFixture for Arc<B> {
+    fn into_fixture(self) -> Fixture {
+        Fixture::new(self)
+    }
+}
+
+/// Makes a fresh, isolated fixture per case.
+pub trait Factory: Send + Sync + 'static {
+    /// A fresh fixture.
+    fn make(&self) -> BoxFuture<Fixture>;
+}
+
+impl<F, Fut, T> Factory for F
+where
+    F: Fn() -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = T> + Send + 'static,
+    T: IntoFixture,
+{
+    fn make(&self) -> BoxFuture<Fixture> {
+        let fut = self();
+        Box::pin(async move { fut.await.into_fixture() })
+    }
+}
+
+/// The memory reference backend on a simulated clock, with its dump and deep check.
+pub fn memory_fixture() -> Fixture {
+    let cfg = ff_core::PartitionConfig { num_flow_partitions: 8, ..ff_core::PartitionConfig::default() };
+    let backend = Arc::new(ff_backend_memory::new_sim_backend(SimClock::default(), cfg));
+    let dump = backend.clone();
+    let check = backend.clone();
+    Fixture::new(backend)
+        .with_inspect(Arc::new(move || dump.runner().dump()))
+        .with_deep_check(Arc::new(move || check.runner().invariant_violations()))
+}
+
+/// A group of cases: one `#[test]` each under `suite!`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Group {
+    /// Error codes and outcomes of one contract family.
+    Family(ContractFamily),
+    /// Golden scenario transcripts.
+    Golden,
+    /// Random sequences compared with the memory reference.
+    Differential,
+    /// Hostile input: typed errors, no writes.
+    Hostile,
+    /// Jepsen queue anomalies over concurrent claim/complete.
+    QueueAnomalies,
+    /// `capabilities()` agrees with the methods.
+    Capabilities,
+}
+
+impl Group {
+    /// Every group, in report order.
+    pub const ALL: [Group; 9] = [
+        Group::Family(ContractFamily::Execution),
+        Group::Family(ContractFamily::Lease),
+        Group::Family(ContractFamily::Scheduling),
+        Group::Family(ContractFamily::WorkerRegistry),
+        Group::Golden,
+        Group::Differential,
+        Group::Hostile,
+        Group::QueueAnomalies,
+        Group::Capabilities,
+    ];
+
+    /// Stable name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Group::Family(f) => f.as_str(),
+            Group::Golden => "golden",
+            Group::Differential => "differential",
+            Group::Hostile => "hostile",
+            Group::QueueAnomalies => "queue_anomalies",
+            Group::Capabilities => "capabilities",
+        }
+    }
+
+    /// The contract family a group exercises (for capability gating).
+    pub fn family(self) -> ContractFamily {
+        match self {
+            Group::Family(f) => f,
+            Group::Golden | Group::Differential | Group::Hostile | Group::QueueAnomalies => {
+                ContractFamily::Execution
+            }
+            Group::Capabilities => ContractFamily::Execution,
+        }
+    }
+}
+
+/// Knobs of a run.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Seed of every randomised case.
+    pub seed: u64,
+    /// Cases per property.
+    pub cases: u32,
+    /// Only these groups (all when empty).
+    pub groups: Vec<Group>,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self { seed: 0x00c0_ffee, cases: 512, groups: Vec::new() }
+    }
+}
+
+/// Everything a case gets.
+pub struct Ctx {
+    /// The fixture.
+    pub fixture: Fixture,
+    /// The run's options.
+    pub options: Options,
+    /// A factory for cases that need more fixtures (differential, anomalies).
+    pub factory: Arc<dyn Factory>,
+}
+
+/// One case of the kit.
+#[derive(Clone, Copy)]
+pub struct Case {
+    /// Its group.
+    pub group: Group,
+    /// Its name.
+    pub name: &'static str,
+    /// Whether it needs a simulated clock.
+    pub needs_clock: bool,
+    /// The case body; a panic is a failure.
+    pub run: fn(Ctx) -> BoxFuture<()>,
+}
+
+/// How a case ended.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case", tag = "status", content = "detail")]
+pub enum Status {
+    /// Passed.
+    Passed,
+    /// Failed, with why.
+    Failed(String),
+    /// Not run, with why.
+    Skipped(String),
+}
+
+/// One case's result.
+#[derive(Debug, Clone, Serialize)]
+pub struct CaseResult {
+    /// Group name.
+    pub group: &'static str,
+    /// Case name.
+    pub name: &'static str,
+    /// Outcome.
+    #[serde(flatten)]
+    pub status: Status,
+    /// Milliseconds taken.
+    pub millis: u64,
+}
+
+/// Counts per group.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Counts {
+    /// Passed cases.
+    pub passed: u32,
+    /// Failed cases.
+    pub failed: u32,
+    /// Skipped cases.
+    pub skipped: u32,
+}
+
+/// A whole run's report (the CLI's JSON).
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    /// Backend family.
+    pub backend: String,
+    /// Seed.
+    pub seed: u64,
+    /// Passed cases.
+    pub passed: u32,
+    /// Failed cases.
+    pub failed: u32,
+    /// Skipped cases.
+    pub skipped: u32,
+    /// Per group.
+    pub families: BTreeMap<&'static str, Counts>,
+    /// Per case.
+    pub cases: Vec<CaseResult>,
+}
+
+impl Report {
+    /// A plain-text table: group × passed/failed/skipped, then failures.
+    pub fn table(&self) -> String {
+        let mut out = format!("{:<18} {:>6} {:>6} {:>7}\n", "family", "passed", "failed", "skipped");
+        for g in Group::ALL {
+            if let Some(c) = self.families.get(g.name()) {
+                out.push_str(&format!("{:<18} {:>6} {:>6} {:>7}\n", g.name(), c.passed, c.failed, c.skipped));
+            }
+        }
+        out.push_str(&format!("{:<18} {:>6} {:>6} {:>7}\n", "total", self.passed, self.failed, self.skipped));
+        for c in &self.cases {
+            match &c.status {
+                Status::Failed(why) => out.push_str(&format!("FAILED {}::{}: {why}\n", c.group, c.name)),
+                Status::Skipped(why) => out.push_str(&format!("skipped {}::{}: {why}\n", c.group, c.name)),
+                Status::Passed => {}
+            }
+        }
+        out
+    }
+}
+
+/// Every case of the kit.
+pub fn all_cases() -> Vec<Case> {
+    let mut v = cases::cases();
+    v.extend(golden::cases());
+    v.extend(differential::cases());
+    v.extend(hostile::cases());
+    v.extend(anomalies::cases());
+    v
+}
+
+/// The families a fixture claims, narrowed by [`FAMILIES_ENV`].
+fn claimed(fixture: &Fixture) -> Vec<ContractFamily> {
+    let mut fams = fixture.backend.capabilities().families;
+    if let Ok(list) = std::env::var(FAMILIES_ENV) {
+        let keep: Vec<&str> = list.split(',').map(str::trim).filter(|s| !s.is_empty()).collect();
+        fams.retain(|f| keep.contains(&f.as_str()));
+    }
+    fams
+}
+
+/// Runs one case on a fresh fixture.
+pub async fn run_case(factory: Arc<dyn Factory>, case: Case, options: Options) -> CaseResult {
+    let started = std::time::Instant::now();
+    let fixture = factory.make().await;
+    let status = if !claimed(&fixture).contains(&case.group.family()) {
+        Status::Skipped(format!("backend does not claim family {}", case.group.family().as_str()))
+    } else if case.needs_clock && fixture.clock.is_none() {
+        Status::Skipped("time-dependent case needs a simulated clock".into())
+    } else {
+        let inspect = fixture.inspect.clone();
+        let ctx = Ctx { fixture, options, factory };
+        let task = tokio::spawn((case.run)(ctx));
+        match tokio::time::timeout(CASE_TIMEOUT, task).await {
+            Ok(Ok(())) => Status::Passed,
+            Ok(Err(e)) => Status::Failed(failure_text(e, inspect.as_ref())),
+            Err(_) => Status::Failed(format!("timed out after {CASE_TIMEOUT:?}")),
+        }
+    };
+    CaseResult {
+        group: case.group.name(),
+        name: case.name,
+        status,
+        millis: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+    }
+}
+
+fn failure_text(e: tokio::task::JoinError, inspect: Option<&Inspect>) -> String {
+    let msg = match e.try_into_panic() {
+        Ok(p) => p
+            .downcast_ref::<String>()
+            .cloned()
+            .or_else(|| p.downcast_ref::<&str>().map(|s| (*s).to_owned()))
+            .unwrap_or_else(|| "panic".into()),
+        Err(e) => e.to_string(),
+    };
+    match inspect {
+        Some(f) if std::env::var("FF_CONFORMANCE_KEEP_STATE").is_ok() => {
+            format!("{msg}\n--- backend state ---\n{}", f())
+        }
+        _ => msg,
+    }
+}
+
+/// Runs the kit (or `options.groups`) and reports case by case; `progress` is
+/// called after each case.
+pub async fn run_with_progress(
+    factory: Arc<dyn Factory>,
+    options: Options,
+    progress: &(dyn Fn(&CaseResult, usize, usize) + Send + Sync),
+) -> Report {
+    let cases: Vec<Case> = all_cases()
+        .into_iter()
+        .filter(|c| options.groups.is_empty() || options.groups.contains(&c.group))
+        .collect();
+    let backend = factory.make().await.backend.capabilities().identity.family.to_owned();
+    let mut report = Report {
+        backend,
+        seed: options.seed,
+        passed: 0,
+        failed: 0,
+        skipped: 0,
+        families: BTreeMap::new(),
+        cases: Vec::new(),
+    };
+    let total = cases.len();
+    for (i, case) in cases.into_iter().enumerate() {
+        let r = run_case(factory.clone(), case, options.clone()).await;
+        let counts = report.families.entry(r.group).or_default();
+        match r.status {
+            Status::Passed => (report.passed += 1, counts.passed += 1),
+            Status::Failed(_) => (report.failed += 1, counts.failed += 1),
+            Status::Skipped(_) => (report.skipped += 1, counts.skipped += 1),
+        };
+        progress(&r, i + 1, total);
+        report.cases.push(r);
+    }
+    report
+}
+
+/// Runs the kit and returns its report.
+pub async fn run<F: Factory>(factory: F, options: Options) -> Report {
+    run_with_progress(Arc::new(factory), options, &|_, _, _| {}).await
+}
+
+/// Runs one group to completion for a `#[test]`; panics with the table on failure.
+pub fn run_group_for_test<F: Factory>(factory: F, group: Group) {
+    let rt = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => panic!("conformance: cannot start a runtime: {e}"),
+    };
+    let seed = std::env::var("FF_CONFORMANCE_SEED").ok().and_then(|s| s.parse().ok());
+    let cases = std::env::var("FF_CONFORMANCE_CASES").ok().and_then(|s| s.parse().ok());
+    let defaults = Options::default();
+    let options = Options {
+        seed: seed.unwrap_or(defaults.seed),
+        cases: cases.unwrap_or(defaults.cases),
+        groups: vec![group],
+    };
+    let report = rt.block_on(run(factory, options));
+    println!("{}", report.table());
+    assert!(
+        report.failed == 0,
+        "conformance group {} failed (seed {}):\n{}",
+        group.name(),
+        report.seed,
+        report.table()
+    );
+    assert!(report.passed > 0 || report.skipped > 0, "group {} ran nothing", group.name());
+}
+
+/// Expands to one `#[test]` per group of the kit for a backend factory.
+#[macro_export]
+macro_rules! suite {
+    ($factory:expr) => {
+        #[test]
+        fn conformance_execution() {
+            $crate::run_group_for_test($factory, $crate::Group::Family(::ff_core::ContractFamily::Execution));
+        }
+        #[test]
+        fn conformance_lease() {
+            $crate::run_group_for_test($factory, $crate::Group::Family(::ff_core::ContractFamily::Lease));
+        }
+        #[test]
+        fn conformance_scheduling() {
+            $crate::run_group_for_test(
+                $factory,
+                $crate::Group::Family(::ff_core::ContractFamily::Scheduling),
+            );
+        }
+        #[test]
+        fn conformance_worker_registry() {
+            $crate::run_group_for_test(
+                $factory,
+                $crate::Group::Family(::ff_core::ContractFamily::WorkerRegistry),
+            );
+        }
+        #[test]
+        fn conformance_golden() {
+            $crate::run_group_for_test($factory, $crate::Group::Golden);
+        }
+        #[test]
+        fn conformance_differential() {
+            $crate::run_group_for_test($factory, $crate::Group::Differential);
+        }
+        #[test]
+        fn conformance_hostile() {
+            $crate::run_group_for_test($factory, $crate::Group::Hostile);
+        }
+        #[test]
+        fn conformance_queue_anomalies() {
+            $crate::run_group_for_test($factory, $crate::Group::QueueAnomalies);
+        }
+        #[test]
+        fn conformance_capabilities() {
+            $crate::run_group_for_test($factory, $crate::Group::Capabilities);
+        }
+    };
+}
+
+/// Declares a case from an `async fn(Ctx)`.
+#[macro_export]
+macro_rules! case {
+    ($group:expr, $name:ident) => {
+        $crate::Case {
+            group: $group,
+            name: stringify!($name),
+            needs_clock: true,
+            run: |ctx| Box::pin($name(ctx)),
+        }
+    };
+}
