@@ -7,6 +7,7 @@
 pub mod common;
 pub mod engine;
 pub mod execution;
+pub mod invariants;
 pub mod lease;
 pub mod lifecycle;
 pub mod reads;
