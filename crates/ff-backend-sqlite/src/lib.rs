@@ -1,0 +1,254 @@
+//! The SQLite backend: the engine's transitions over real tables.
+//!
+//! Every contract is one `BEGIN IMMEDIATE` transaction on a dedicated thread
+//! that owns the connection, so async callers never block the runtime. The
+//! database runs in WAL mode with `synchronous = FULL`: a contract that
+//! returned has been committed to disk.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::mpsc;
+
+use async_trait::async_trait;
+use ff_core::capabilities::{BackendIdentity, Capabilities, ContractFamily, Supports, Version};
+use ff_core::error::{BackendErrorKind, ValidationKind};
+use ff_core::{BackendTag, Clock, EngineError, PartitionConfig, SystemClock};
+use ff_engine::{Engine, Store, StoreRunner};
+
+mod schema;
+mod store;
+
+pub use store::SqliteStore;
+
+/// The SQLite backend: `Engine` over [`SqliteRunner`].
+pub type SqliteBackend = Engine<SqliteRunner>;
+
+/// A job for the connection thread.
+type Job = Box<dyn FnOnce(&mut SqliteStore) + Send>;
+
+/// Why a database could not be opened.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum OpenError {
+    /// The file is not a SQLite database or is damaged.
+    #[error("{path}: not a readable SQLite database: {reason}")]
+    Corrupt {
+        /// File.
+        path: String,
+        /// SQLite's reason.
+        reason: String,
+    },
+    /// The file is a SQLite database of some other application.
+    #[error("{path}: a SQLite database, but not a FlowFabric one (application_id {found:#x})")]
+    Foreign {
+        /// File.
+        path: String,
+        /// Its application id.
+        found: i64,
+    },
+    /// The file was written by a newer schema than this build knows.
+    #[error("{path}: schema version {found} is newer than this build's {known}")]
+    TooNew {
+        /// File.
+        path: String,
+        /// Stored version.
+        found: i64,
+        /// Latest known version.
+        known: i64,
+    },
+    /// The stored partition counts differ from the configured ones.
+    #[error("partition_mismatch: {field}: stored={stored}, config={config}")]
+    PartitionMismatch {
+        /// Which count.
+        field: &'static str,
+        /// Stored value.
+        stored: u16,
+        /// Configured value.
+        config: u16,
+    },
+    /// The partition configuration is invalid.
+    #[error("invalid partition configuration: {0}")]
+    Config(String),
+    /// Any other SQLite failure.
+    #[error("sqlite: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    /// The connection thread could not start.
+    #[error("cannot start the connection thread: {0}")]
+    Thread(String),
+}
+
+impl From<OpenError> for EngineError {
+    fn from(e: OpenError) -> Self {
+        match e {
+            OpenError::Corrupt { .. }
+            | OpenError::Foreign { .. }
+            | OpenError::TooNew { .. }
+            | OpenError::PartitionMismatch { .. } => {
+                EngineError::validation(ValidationKind::Corruption, e.to_string())
+            }
+            OpenError::Config(m) => EngineError::invalid_input(m),
+            other => EngineError::transport("sqlite", BackendErrorKind::Other, Box::new(other)),
+        }
+    }
+}
+
+/// How hard a commit waits for the disk (`PRAGMA synchronous`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Durability {
+    /// Every commit is on disk before the contract returns (survives power loss).
+    #[default]
+    Full,
+    /// Commits survive a process crash; the last ones may be lost on power loss.
+    Normal,
+}
+
+/// Opening options.
+#[derive(Debug, Clone)]
+pub struct SqliteOptions {
+    /// Partition counts (persisted on first open, checked afterwards).
+    pub partitions: PartitionConfig,
+    /// The clock every contract reads `now` from.
+    pub clock: Arc<dyn Clock>,
+    /// Commit durability.
+    pub durability: Durability,
+}
+
+impl Default for SqliteOptions {
+    fn default() -> Self {
+        Self { partitions: PartitionConfig::default(), clock: Arc::new(SystemClock), durability: Durability::Full }
+    }
+}
+
+/// Runs contracts as transactions on the connection thread.
+#[derive(Clone)]
+pub struct SqliteRunner {
+    jobs: mpsc::Sender<Job>,
+    clock: Arc<dyn Clock>,
+    cfg: PartitionConfig,
+}
+
+impl std::fmt::Debug for SqliteRunner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SqliteRunner").field("cfg", &self.cfg).finish()
+    }
+}
+
+/// Opens (creating and migrating as needed) a database file, or `:memory:`.
+pub fn open(path: impl AsRef<Path>, options: SqliteOptions) -> Result<SqliteBackend, OpenError> {
+    let path_text = path.as_ref().display().to_string();
+    options.partitions.validate().map_err(|e| OpenError::Config(e.to_string()))?;
+    let store = SqliteStore::open(path.as_ref(), &path_text, options.partitions, options.durability)?;
+    let (tx, rx) = mpsc::channel::<Job>();
+    std::thread::Builder::new()
+        .name("ff-sqlite".into())
+        .spawn(move || {
+            let mut store = store;
+            while let Ok(job) = rx.recv() {
+                job(&mut store);
+            }
+        })
+        .map_err(|e| OpenError::Thread(e.to_string()))?;
+    Ok(Engine::new(SqliteRunner { jobs: tx, clock: options.clock, cfg: options.partitions }))
+}
+
+fn gone() -> EngineError {
+    EngineError::transport("sqlite", BackendErrorKind::Transport, "connection thread stopped".into())
+}
+
+impl SqliteRunner {
+    /// Runs a closure on the connection outside any contract (dumps, checks).
+    pub fn with_store_blocking<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut SqliteStore) -> T + Send + 'static,
+    ) -> Result<T, EngineError> {
+        let (tx, rx) = mpsc::channel();
+        let job: Job = Box::new(move |s| {
+            let _ = tx.send(f(s));
+        });
+        self.jobs.send(job).map_err(|_| gone())?;
+        rx.recv().map_err(|_| gone())
+    }
+
+    /// A deterministic dump of every table.
+    pub fn dump(&self) -> String {
+        self.with_store_blocking(|s| s.dump()).unwrap_or_else(|e| format!("dump failed: {e}"))
+    }
+
+    /// The store-level invariants (spec 01 §4.4–4.5).
+    pub fn invariant_violations(&self) -> Vec<String> {
+        self.with_store_blocking(|s| ff_engine::invariants::check_store(s))
+            .unwrap_or_else(|e| vec![format!("check failed: {e}")])
+    }
+
+    /// `PRAGMA integrity_check`: `ok` for a sound file.
+    pub fn integrity_check(&self) -> Result<String, EngineError> {
+        self.with_store_blocking(|s| s.integrity_check())?
+    }
+}
+
+#[async_trait]
+impl StoreRunner for SqliteRunner {
+    fn tag(&self) -> BackendTag {
+        BackendTag::Sqlite
+    }
+
+    fn clock(&self) -> &Arc<dyn Clock> {
+        &self.clock
+    }
+
+    fn partition_config(&self) -> PartitionConfig {
+        self.cfg
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        let mut supports = Supports::none();
+        for name in [
+            "cancel_execution",
+            "change_priority",
+            "replay_execution",
+            "revoke_lease",
+            "read_execution_state",
+            "read_execution_info",
+            "get_execution_result",
+            "issue_reclaim_grant",
+            "register_worker",
+            "heartbeat_worker",
+            "mark_worker_dead",
+            "list_expired_leases",
+            "list_workers",
+            "block_execution_for_admission",
+        ] {
+            supports.set(name, true);
+        }
+        let identity = BackendIdentity { family: "sqlite", version: crate_version() };
+        let families = vec![
+            ContractFamily::Execution,
+            ContractFamily::Lease,
+            ContractFamily::Scheduling,
+            ContractFamily::WorkerRegistry,
+        ];
+        Capabilities::new(identity, supports, families, self.clock.as_sim().is_some())
+    }
+
+    async fn run<R, F>(&self, f: F) -> Result<R, EngineError>
+    where
+        R: Send + 'static,
+        F: FnOnce(&mut dyn Store) -> Result<R, EngineError> + Send + 'static,
+    {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let job: Job = Box::new(move |s| {
+            let _ = tx.send(s.transaction(f));
+        });
+        self.jobs.send(job).map_err(|_| gone())?;
+        rx.await.map_err(|_| gone())?
+    }
+}
+
+fn crate_version() -> Version {
+    let mut parts = env!("CARGO_PKG_VERSION").split('.').map(|p| p.parse::<u32>().unwrap_or(0));
+    Version {
+        major: parts.next().unwrap_or(0),
+        minor: parts.next().unwrap_or(0),
+        patch: parts.next().unwrap_or(0),
+    }
+}

@@ -1,0 +1,507 @@
+//! `Store` over SQLite tables; records are typed rows (JSON for the wide ones).
+
+use std::cell::Cell;
+use std::collections::BTreeMap;
+use std::fmt::Write;
+use std::path::Path;
+
+use ff_core::contracts::{CompletionEvent, LeaseHistoryEntry};
+use ff_core::error::BackendErrorKind;
+use ff_core::{AttemptIndex, EngineError, ExecutionId, Namespace, PartitionConfig, TimestampMs, WorkerInstanceId};
+use ff_engine::common::LEASE_HISTORY_LEN_MAX;
+use ff_engine::records::{
+    AttemptRecord, BlobKind, ExecCore, GrantRecord, IndexKey, LeaseRecord, StreamMeta, WorkerRecord,
+};
+use ff_engine::{Store, StoreResult};
+use rusqlite::{Connection, OptionalExtension, params};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::{OpenError, schema};
+
+/// The connection and the fault flag of the running transaction.
+pub struct SqliteStore {
+    conn: Connection,
+    cfg: PartitionConfig,
+    /// Set when any statement failed inside the running transaction: it rolls back.
+    faulted: Cell<bool>,
+}
+
+fn index_name(key: &IndexKey) -> String {
+    match key {
+        IndexKey::Lane { partition, lane, kind } => format!("lane|{partition}|{kind:?}|{lane}"),
+        IndexKey::LeaseExpiry(p) => format!("lease_expiry|{p}"),
+        IndexKey::WorkerLeases(p, inst) => format!("worker_leases|{p}|{inst}"),
+        IndexKey::SuspensionTimeout(p) => format!("suspension_timeout|{p}"),
+        IndexKey::AttemptTimeout(p) => format!("attempt_timeout|{p}"),
+        IndexKey::ExecutionDeadline(p) => format!("execution_deadline|{p}"),
+        IndexKey::AllExecutions(p) => format!("all_executions|{p}"),
+        IndexKey::AttemptsOf(id) => format!("attempts|{id}"),
+        IndexKey::Lanes => "lanes".to_owned(),
+    }
+}
+
+fn blob_kind(kind: BlobKind) -> i64 {
+    match kind {
+        BlobKind::Payload => 0,
+        BlobKind::Result => 1,
+        BlobKind::Policy => 2,
+    }
+}
+
+impl SqliteStore {
+    /// Opens a file (or `:memory:`), sets WAL and FULL sync, migrates, checks partitions.
+    pub fn open(
+        path: &Path,
+        path_text: &str,
+        cfg: PartitionConfig,
+        durability: crate::Durability,
+    ) -> Result<Self, OpenError> {
+        let mut conn = Connection::open(path)?;
+        let sync = match durability {
+            crate::Durability::Full => "FULL",
+            crate::Durability::Normal => "NORMAL",
+        };
+        let pragmas = format!(
+            "PRAGMA journal_mode = WAL; PRAGMA synchronous = {sync}; PRAGMA foreign_keys = OFF; PRAGMA busy_timeout = 5000;"
+        );
+        conn.execute_batch(&pragmas)
+            .map_err(|e| OpenError::Corrupt { path: path_text.to_owned(), reason: e.to_string() })?;
+        schema::migrate(&mut conn, path_text)?;
+        schema::check_partitions(&conn, &cfg)?;
+        conn.set_prepared_statement_cache_capacity(64);
+        Ok(Self { conn, cfg, faulted: Cell::new(false) })
+    }
+
+    fn fail(&self, e: impl std::error::Error + Send + Sync + 'static) -> EngineError {
+        self.faulted.set(true);
+        EngineError::transport("sqlite", BackendErrorKind::Other, Box::new(e))
+    }
+
+    fn sql<T>(&self, r: rusqlite::Result<T>) -> StoreResult<T> {
+        r.map_err(|e| self.fail(e))
+    }
+
+    fn encode<T: Serialize>(&self, v: &T) -> StoreResult<String> {
+        serde_json::to_string(v).map_err(|e| self.fail(e))
+    }
+
+    fn decode<T: DeserializeOwned>(&self, what: &str, s: &str) -> StoreResult<T> {
+        serde_json::from_str(s).map_err(|e| {
+            self.faulted.set(true);
+            EngineError::validation(ff_core::error::ValidationKind::Corruption, format!("sqlite: {what}: {e}"))
+        })
+    }
+
+    fn get_json<T: DeserializeOwned>(&self, what: &str, sql: &str, p: impl rusqlite::Params) -> StoreResult<Option<T>> {
+        let row: Option<String> = {
+            let mut stmt = self.sql(self.conn.prepare_cached(sql))?;
+            self.sql(stmt.query_row(p, |r| r.get(0)).optional())?
+        };
+        row.map(|s| self.decode(what, &s)).transpose()
+    }
+
+    fn exec(&self, sql: &str, p: impl rusqlite::Params) -> StoreResult<usize> {
+        let mut stmt = self.sql(self.conn.prepare_cached(sql))?;
+        self.sql(stmt.execute(p))
+    }
+
+    /// Runs `f` in a `BEGIN IMMEDIATE` transaction: commits its writes (an `Err`
+    /// from `f` keeps the spec's intentional writes), rolls back on a storage fault.
+    pub fn transaction<R>(&mut self, f: impl FnOnce(&mut dyn Store) -> Result<R, EngineError>) -> Result<R, EngineError> {
+        if let Err(e) = self.conn.execute_batch("BEGIN IMMEDIATE") {
+            return Err(EngineError::transport("sqlite", BackendErrorKind::Transport, Box::new(e)));
+        }
+        self.faulted.set(false);
+        let r = f(self);
+        if self.faulted.get() {
+            let _ = self.conn.execute_batch("ROLLBACK");
+            return match r {
+                Err(e) => Err(e),
+                Ok(_) => Err(EngineError::transport("sqlite", BackendErrorKind::Other, "statement failed".into())),
+            };
+        }
+        if let Err(e) = self.conn.execute_batch("COMMIT") {
+            let _ = self.conn.execute_batch("ROLLBACK");
+            return Err(EngineError::transport("sqlite", BackendErrorKind::Other, Box::new(e)));
+        }
+        r
+    }
+
+    /// `PRAGMA integrity_check`.
+    pub fn integrity_check(&mut self) -> Result<String, EngineError> {
+        self.conn
+            .query_row("PRAGMA integrity_check", [], |r| r.get::<_, String>(0))
+            .map_err(|e| EngineError::transport("sqlite", BackendErrorKind::Other, Box::new(e)))
+    }
+
+    /// A deterministic dump of every table, ordered by key.
+    pub fn dump(&mut self) -> String {
+        let mut out = String::new();
+        let tables = [
+            ("executions", "SELECT id, core FROM executions ORDER BY id"),
+            ("attempts", "SELECT execution_id || '#' || attempt_index, record FROM attempts ORDER BY execution_id, attempt_index"),
+            ("leases", "SELECT execution_id, record FROM leases ORDER BY execution_id"),
+            ("grants", "SELECT execution_id, record FROM grants ORDER BY execution_id"),
+            ("blobs", "SELECT execution_id || '#' || kind, hex(bytes) FROM blobs ORDER BY execution_id, kind"),
+            ("tags", "SELECT execution_id || '#' || key, value FROM tags ORDER BY execution_id, key"),
+            ("idx", "SELECT name || ' ' || member, score FROM idx ORDER BY name, score, member"),
+            ("workers", "SELECT namespace || '/' || instance_id, record FROM workers ORDER BY namespace, instance_id"),
+            ("idempotency", "SELECT namespace || '/' || key, execution_id || ' ' || expires_at FROM idempotency ORDER BY namespace, key"),
+        ];
+        for (name, sql) in tables {
+            let rows = self.conn.prepare(sql).and_then(|mut s| {
+                s.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, rusqlite::types::Value>(1)?)))?
+                    .collect::<Result<Vec<_>, _>>()
+            });
+            match rows {
+                Ok(rows) => {
+                    for (k, v) in rows {
+                        let _ = writeln!(out, "{name} {k} {v:?}");
+                    }
+                }
+                Err(e) => {
+                    let _ = writeln!(out, "{name}: unreadable: {e}");
+                }
+            }
+        }
+        out
+    }
+}
+
+impl Store for SqliteStore {
+    fn partition_config(&self) -> PartitionConfig {
+        self.cfg
+    }
+
+    fn get_exec(&self, id: &ExecutionId) -> StoreResult<Option<ExecCore>> {
+        self.get_json("exec_core", "SELECT core FROM executions WHERE id = ?1", params![id.as_str()])
+    }
+
+    fn put_exec(&mut self, core: &ExecCore) -> StoreResult<()> {
+        let json = self.encode(core)?;
+        self.exec(
+            "INSERT INTO executions (id, partition, lane, public_state, core) VALUES (?1, ?2, ?3, ?4, ?5)
+             ON CONFLICT (id) DO UPDATE SET public_state = excluded.public_state, core = excluded.core",
+            params![
+                core.execution_id.as_str(),
+                core.execution_id.partition_index(),
+                core.lane_id.as_str(),
+                core.state.public_state.as_str(),
+                json
+            ],
+        )
+        .map(|_| ())
+    }
+
+    fn get_blob(&self, id: &ExecutionId, kind: BlobKind) -> StoreResult<Option<Vec<u8>>> {
+        let mut stmt = self.sql(self.conn.prepare_cached("SELECT bytes FROM blobs WHERE execution_id = ?1 AND kind = ?2"))?;
+        self.sql(stmt.query_row(params![id.as_str(), blob_kind(kind)], |r| r.get(0)).optional())
+    }
+
+    fn put_blob(&mut self, id: &ExecutionId, kind: BlobKind, bytes: &[u8]) -> StoreResult<()> {
+        self.exec(
+            "INSERT INTO blobs (execution_id, kind, bytes) VALUES (?1, ?2, ?3)
+             ON CONFLICT (execution_id, kind) DO UPDATE SET bytes = excluded.bytes",
+            params![id.as_str(), blob_kind(kind), bytes],
+        )
+        .map(|_| ())
+    }
+
+    fn get_tags(&self, id: &ExecutionId) -> StoreResult<BTreeMap<String, String>> {
+        let mut stmt = self.sql(self.conn.prepare_cached("SELECT key, value FROM tags WHERE execution_id = ?1"))?;
+        let rows = self.sql(stmt.query_map(params![id.as_str()], |r| Ok((r.get(0)?, r.get(1)?))))?;
+        let mut out = BTreeMap::new();
+        for row in rows {
+            let (k, v): (String, String) = self.sql(row)?;
+            out.insert(k, v);
+        }
+        Ok(out)
+    }
+
+    fn put_tags(&mut self, id: &ExecutionId, pairs: &[(String, String)]) -> StoreResult<()> {
+        for (k, v) in pairs {
+            self.exec(
+                "INSERT INTO tags (execution_id, key, value) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (execution_id, key) DO UPDATE SET value = excluded.value",
+                params![id.as_str(), k, v],
+            )?;
+        }
+        Ok(())
+    }
+
+    fn get_attempt(&self, id: &ExecutionId, index: AttemptIndex) -> StoreResult<Option<AttemptRecord>> {
+        self.get_json(
+            "attempt",
+            "SELECT record FROM attempts WHERE execution_id = ?1 AND attempt_index = ?2",
+            params![id.as_str(), index],
+        )
+    }
+
+    fn put_attempt(&mut self, rec: &AttemptRecord) -> StoreResult<()> {
+        let json = self.encode(rec)?;
+        self.exec(
+            "INSERT INTO attempts (execution_id, attempt_index, record) VALUES (?1, ?2, ?3)
+             ON CONFLICT (execution_id, attempt_index) DO UPDATE SET record = excluded.record",
+            params![rec.execution_id.as_str(), rec.attempt_index, json],
+        )
+        .map(|_| ())
+    }
+
+    fn get_lease(&self, id: &ExecutionId) -> StoreResult<Option<LeaseRecord>> {
+        self.get_json("lease", "SELECT record FROM leases WHERE execution_id = ?1", params![id.as_str()])
+    }
+
+    fn put_lease(&mut self, rec: &LeaseRecord) -> StoreResult<()> {
+        let json = self.encode(rec)?;
+        self.exec(
+            "INSERT INTO leases (execution_id, record) VALUES (?1, ?2)
+             ON CONFLICT (execution_id) DO UPDATE SET record = excluded.record",
+            params![rec.execution_id.as_str(), json],
+        )
+        .map(|_| ())
+    }
+
+    fn delete_lease(&mut self, id: &ExecutionId) -> StoreResult<()> {
+        self.exec("DELETE FROM leases WHERE execution_id = ?1", params![id.as_str()]).map(|_| ())
+    }
+
+    fn get_grant(&self, id: &ExecutionId) -> StoreResult<Option<GrantRecord>> {
+        self.get_json("grant", "SELECT record FROM grants WHERE execution_id = ?1", params![id.as_str()])
+    }
+
+    fn put_grant(&mut self, id: &ExecutionId, rec: &GrantRecord) -> StoreResult<()> {
+        let json = self.encode(rec)?;
+        self.exec(
+            "INSERT INTO grants (execution_id, record) VALUES (?1, ?2)
+             ON CONFLICT (execution_id) DO UPDATE SET record = excluded.record",
+            params![id.as_str(), json],
+        )
+        .map(|_| ())
+    }
+
+    fn delete_grant(&mut self, id: &ExecutionId) -> StoreResult<()> {
+        self.exec("DELETE FROM grants WHERE execution_id = ?1", params![id.as_str()]).map(|_| ())
+    }
+
+    fn get_stream_meta(&self, id: &ExecutionId, index: AttemptIndex) -> StoreResult<Option<StreamMeta>> {
+        self.get_json(
+            "stream_meta",
+            "SELECT record FROM stream_meta WHERE execution_id = ?1 AND attempt_index = ?2",
+            params![id.as_str(), index],
+        )
+    }
+
+    fn put_stream_meta(&mut self, id: &ExecutionId, index: AttemptIndex, meta: &StreamMeta) -> StoreResult<()> {
+        let json = self.encode(meta)?;
+        self.exec(
+            "INSERT INTO stream_meta (execution_id, attempt_index, record) VALUES (?1, ?2, ?3)
+             ON CONFLICT (execution_id, attempt_index) DO UPDATE SET record = excluded.record",
+            params![id.as_str(), index, json],
+        )
+        .map(|_| ())
+    }
+
+    fn get_idem(&self, ns: &Namespace, key: &str) -> StoreResult<Option<(ExecutionId, TimestampMs)>> {
+        let mut stmt = self.sql(
+            self.conn.prepare_cached("SELECT execution_id, expires_at FROM idempotency WHERE namespace = ?1 AND key = ?2"),
+        )?;
+        let row: Option<(String, i64)> =
+            self.sql(stmt.query_row(params![ns.as_str(), key], |r| Ok((r.get(0)?, r.get(1)?))).optional())?;
+        match row {
+            None => Ok(None),
+            Some((id, exp)) => {
+                let id = ExecutionId::parse(&id).map_err(|e| self.fail(e))?;
+                Ok(Some((id, exp)))
+            }
+        }
+    }
+
+    fn put_idem(&mut self, ns: &Namespace, key: &str, id: &ExecutionId, expires_at: TimestampMs) -> StoreResult<()> {
+        self.exec(
+            "INSERT INTO idempotency (namespace, key, execution_id, expires_at) VALUES (?1, ?2, ?3, ?4)
+             ON CONFLICT (namespace, key) DO UPDATE SET execution_id = excluded.execution_id, expires_at = excluded.expires_at",
+            params![ns.as_str(), key, id.as_str(), expires_at],
+        )
+        .map(|_| ())
+    }
+
+    fn index_add(&mut self, key: &IndexKey, member: &str, score: i64) -> StoreResult<()> {
+        self.exec(
+            "INSERT INTO idx (name, member, score) VALUES (?1, ?2, ?3)
+             ON CONFLICT (name, member) DO UPDATE SET score = excluded.score",
+            params![index_name(key), member, score],
+        )
+        .map(|_| ())
+    }
+
+    fn index_remove(&mut self, key: &IndexKey, member: &str) -> StoreResult<bool> {
+        self.exec("DELETE FROM idx WHERE name = ?1 AND member = ?2", params![index_name(key), member]).map(|n| n > 0)
+    }
+
+    fn index_score(&self, key: &IndexKey, member: &str) -> StoreResult<Option<i64>> {
+        let mut stmt = self.sql(self.conn.prepare_cached("SELECT score FROM idx WHERE name = ?1 AND member = ?2"))?;
+        self.sql(stmt.query_row(params![index_name(key), member], |r| r.get(0)).optional())
+    }
+
+    fn index_range(
+        &self,
+        key: &IndexKey,
+        after: Option<(i64, &str)>,
+        max_score: i64,
+        limit: usize,
+    ) -> StoreResult<Vec<(i64, String)>> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let name = index_name(key);
+        let mut out = Vec::new();
+        let mut push = |rows: rusqlite::Result<Vec<(i64, String)>>| -> StoreResult<()> {
+            out = self.sql(rows)?;
+            Ok(())
+        };
+        match after {
+            Some((score, member)) => {
+                let mut stmt = self.sql(self.conn.prepare_cached(
+                    "SELECT score, member FROM idx WHERE name = ?1 AND score <= ?2 AND (score, member) > (?3, ?4)
+                     ORDER BY score, member LIMIT ?5",
+                ))?;
+                push(
+                    stmt.query_map(params![name, max_score, score, member, limit], |r| Ok((r.get(0)?, r.get(1)?)))
+                        .and_then(|rows| rows.collect()),
+                )?;
+            }
+            None => {
+                let mut stmt = self.sql(self.conn.prepare_cached(
+                    "SELECT score, member FROM idx WHERE name = ?1 AND score <= ?2 ORDER BY score, member LIMIT ?3",
+                ))?;
+                push(
+                    stmt.query_map(params![name, max_score, limit], |r| Ok((r.get(0)?, r.get(1)?)))
+                        .and_then(|rows| rows.collect()),
+                )?;
+            }
+        }
+        Ok(out)
+    }
+
+    fn append_lease_event(
+        &mut self,
+        id: &ExecutionId,
+        event: &str,
+        ts: TimestampMs,
+        fields: Vec<(&'static str, String)>,
+    ) -> StoreResult<()> {
+        let map: BTreeMap<&str, String> = fields.into_iter().collect();
+        let json = self.encode(&map)?;
+        let seq: i64 = {
+            let mut stmt = self.sql(
+                self.conn.prepare_cached("SELECT COALESCE(MAX(seq), 0) + 1 FROM lease_events WHERE execution_id = ?1"),
+            )?;
+            self.sql(stmt.query_row(params![id.as_str()], |r| r.get(0)))?
+        };
+        self.exec(
+            "INSERT INTO lease_events (execution_id, seq, event, ts, fields) VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![id.as_str(), seq, event, ts, json],
+        )?;
+        let keep_from = seq - LEASE_HISTORY_LEN_MAX as i64;
+        self.exec("DELETE FROM lease_events WHERE execution_id = ?1 AND seq <= ?2", params![id.as_str(), keep_from])
+            .map(|_| ())
+    }
+
+    fn lease_events(&self, id: &ExecutionId) -> StoreResult<Vec<LeaseHistoryEntry>> {
+        let mut stmt = self.sql(
+            self.conn.prepare_cached("SELECT seq, event, ts, fields FROM lease_events WHERE execution_id = ?1 ORDER BY seq"),
+        )?;
+        let rows: Vec<(i64, String, i64, String)> = self.sql(
+            stmt.query_map(params![id.as_str()], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+                .and_then(|rows| rows.collect()),
+        )?;
+        rows.into_iter()
+            .map(|(seq, event, ts, fields)| {
+                Ok(LeaseHistoryEntry {
+                    seq: u64::try_from(seq).unwrap_or(0),
+                    event,
+                    ts,
+                    fields: self.decode("lease event", &fields)?,
+                })
+            })
+            .collect()
+    }
+
+    fn publish_completion(&mut self, id: &ExecutionId, flow_id: &str, outcome: &str, ts: TimestampMs) -> StoreResult<()> {
+        self.exec(
+            "INSERT INTO completions (execution_id, flow_id, outcome, produced_at) VALUES (?1, ?2, ?3, ?4)",
+            params![id.as_str(), flow_id, outcome, ts],
+        )
+        .map(|_| ())
+    }
+
+    fn completions_after(&self, after: u64, limit: usize) -> StoreResult<Vec<CompletionEvent>> {
+        let mut stmt = self.sql(self.conn.prepare_cached(
+            "SELECT event_id, execution_id, flow_id, outcome, produced_at FROM completions
+             WHERE event_id > ?1 ORDER BY event_id LIMIT ?2",
+        ))?;
+        let after = i64::try_from(after).unwrap_or(i64::MAX);
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let rows: Vec<(i64, String, String, String, i64)> = self.sql(
+            stmt.query_map(params![after, limit], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)))
+                .and_then(|rows| rows.collect()),
+        )?;
+        rows.into_iter()
+            .map(|(event_id, id, flow_id, outcome, produced_at_ms)| {
+                Ok(CompletionEvent {
+                    event_id: u64::try_from(event_id).unwrap_or(0),
+                    execution_id: ExecutionId::parse(&id).map_err(|e| self.fail(e))?,
+                    flow_id,
+                    outcome,
+                    produced_at_ms,
+                })
+            })
+            .collect()
+    }
+
+    fn get_worker(&self, ns: &Namespace, inst: &WorkerInstanceId) -> StoreResult<Option<WorkerRecord>> {
+        self.get_json(
+            "worker",
+            "SELECT record FROM workers WHERE namespace = ?1 AND instance_id = ?2",
+            params![ns.as_str(), inst.as_str()],
+        )
+    }
+
+    fn put_worker(&mut self, ns: &Namespace, inst: &WorkerInstanceId, rec: &WorkerRecord) -> StoreResult<()> {
+        let json = self.encode(rec)?;
+        self.exec(
+            "INSERT INTO workers (namespace, instance_id, record) VALUES (?1, ?2, ?3)
+             ON CONFLICT (namespace, instance_id) DO UPDATE SET record = excluded.record",
+            params![ns.as_str(), inst.as_str(), json],
+        )
+        .map(|_| ())
+    }
+
+    fn delete_worker(&mut self, ns: &Namespace, inst: &WorkerInstanceId) -> StoreResult<bool> {
+        self.exec("DELETE FROM workers WHERE namespace = ?1 AND instance_id = ?2", params![ns.as_str(), inst.as_str()])
+            .map(|n| n > 0)
+    }
+
+    fn list_worker_ids(
+        &self,
+        ns: &Namespace,
+        after: Option<&WorkerInstanceId>,
+        limit: usize,
+    ) -> StoreResult<Vec<WorkerInstanceId>> {
+        let mut stmt = self.sql(self.conn.prepare_cached(
+            "SELECT instance_id FROM workers WHERE namespace = ?1 AND instance_id > ?2 ORDER BY instance_id LIMIT ?3",
+        ))?;
+        let after = after.map(|a| a.as_str().to_owned());
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        // With no cursor, every id (including "") sorts at or after "": use a value below it.
+        let rows: Vec<String> = match after {
+            Some(a) => self.sql(stmt.query_map(params![ns.as_str(), a, limit], |r| r.get(0)).and_then(|r| r.collect()))?,
+            None => {
+                let mut all = self.sql(self.conn.prepare_cached(
+                    "SELECT instance_id FROM workers WHERE namespace = ?1 ORDER BY instance_id LIMIT ?2",
+                ))?;
+                self.sql(all.query_map(params![ns.as_str(), limit], |r| r.get(0)).and_then(|r| r.collect()))?
+            }
+        };
+        Ok(rows.into_iter().map(WorkerInstanceId::new).collect())
+    }
+}
