@@ -129,6 +129,31 @@ pub fn memory_fixture() -> Fixture {
         .with_deep_check(Arc::new(move || check.runner().invariant_violations()))
 }
 
+/// A fresh SQLite database file (any leftover at `path` is removed) on a
+/// simulated clock, with its dump and deep check.
+pub fn sqlite_fixture(path: &std::path::Path) -> Fixture {
+    for suffix in ["", "-wal", "-shm"] {
+        let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
+    }
+    let options = ff_backend_sqlite::SqliteOptions {
+        partitions: ff_core::PartitionConfig {
+            num_flow_partitions: 8,
+            ..ff_core::PartitionConfig::default()
+        },
+        clock: Arc::new(SimClock::default()),
+        durability: ff_backend_sqlite::Durability::Normal,
+    };
+    let backend = match ff_backend_sqlite::open(path, options) {
+        Ok(b) => Arc::new(b),
+        Err(e) => panic!("cannot open {}: {e}", path.display()),
+    };
+    let dump = backend.clone();
+    let check = backend.clone();
+    Fixture::new(backend)
+        .with_inspect(Arc::new(move || dump.runner().dump()))
+        .with_deep_check(Arc::new(move || check.runner().invariant_violations()))
+}
+
 /// A group of cases: one `#[test]` each under `suite!`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
 #[serde(rename_all = "snake_case")]

@@ -3,6 +3,7 @@
 
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use clap::Parser;
 use ff_conformance::{Factory, Fixture, Options, Report, run_with_progress};
@@ -11,7 +12,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 #[derive(Parser)]
 #[command(name = "ff-conformance", about = "Run the FlowFabric conformance kit against a backend")]
 struct Cli {
-    /// `memory`, `sqlite:PATH` or `valkey://HOST:PORT`.
+    /// `memory`, `sqlite:DIR` (a fresh database file per case inside DIR) or `valkey://HOST:PORT`.
     #[arg(long, default_value = "memory")]
     backend: String,
     /// Cases per property test.
@@ -29,10 +30,27 @@ struct Cli {
 fn factory_for(spec: &str) -> Result<Arc<dyn Factory>, String> {
     match spec {
         "memory" => Ok(Arc::new(|| async { ff_conformance::memory_fixture() }) as Arc<dyn Factory>),
-        s if s.starts_with("sqlite:") || s.starts_with("valkey://") => {
-            Err(format!("backend {s}: not built into this binary yet"))
+        s if s.starts_with("sqlite:") => {
+            let dir = std::path::PathBuf::from(&s["sqlite:".len()..]);
+            std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+            Ok(Arc::new(SqliteFactory { dir, next: AtomicU64::new(0) }) as Arc<dyn Factory>)
         }
-        other => Err(format!("unknown backend {other:?} (memory | sqlite:PATH | valkey://HOST:PORT)")),
+        s if s.starts_with("valkey://") => Err(format!("backend {s}: not built into this binary yet")),
+        other => Err(format!("unknown backend {other:?} (memory | sqlite:DIR | valkey://HOST:PORT)")),
+    }
+}
+
+/// Fresh database files inside a directory, one per case.
+struct SqliteFactory {
+    dir: std::path::PathBuf,
+    next: AtomicU64,
+}
+
+impl Factory for SqliteFactory {
+    fn make(&self) -> ff_conformance::BoxFuture<Fixture> {
+        let n = self.next.fetch_add(1, Ordering::Relaxed);
+        let path = self.dir.join(format!("case-{}-{n}.db", std::process::id()));
+        Box::pin(async move { ff_conformance::sqlite_fixture(&path) })
     }
 }
 
@@ -81,6 +99,5 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     }
-    let _ = Fixture::new;
     if report.failed > 0 { ExitCode::FAILURE } else { ExitCode::SUCCESS }
 }

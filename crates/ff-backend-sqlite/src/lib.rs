@@ -115,7 +115,11 @@ pub struct SqliteOptions {
 
 impl Default for SqliteOptions {
     fn default() -> Self {
-        Self { partitions: PartitionConfig::default(), clock: Arc::new(SystemClock), durability: Durability::Full }
+        Self {
+            partitions: PartitionConfig::default(),
+            clock: Arc::new(SystemClock),
+            durability: Durability::Full,
+        }
     }
 }
 

@@ -89,7 +89,10 @@ pub fn migrate(conn: &mut Connection, path: &str) -> Result<(), OpenError> {
     for (i, sql) in MIGRATIONS.iter().enumerate().skip(usize::try_from(version).unwrap_or(0)) {
         let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         tx.execute_batch(sql)?;
-        tx.execute_batch(&format!("PRAGMA user_version = {}; PRAGMA application_id = {APPLICATION_ID};", i + 1))?;
+        tx.execute_batch(&format!(
+            "PRAGMA user_version = {}; PRAGMA application_id = {APPLICATION_ID};",
+            i + 1
+        ))?;
         tx.commit()?;
     }
     Ok(())
@@ -103,7 +106,10 @@ pub fn check_partitions(conn: &Connection, cfg: &ff_core::PartitionConfig) -> Re
             .optional()?;
         match stored {
             None => {
-                conn.execute("INSERT INTO ff_meta (key, value) VALUES (?1, ?2)", params![field, value.to_string()])?;
+                conn.execute(
+                    "INSERT INTO ff_meta (key, value) VALUES (?1, ?2)",
+                    params![field, value.to_string()],
+                )?;
             }
             Some(s) => {
                 let stored = s.parse::<u16>().unwrap_or(0);

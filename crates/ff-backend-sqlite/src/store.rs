@@ -7,7 +7,9 @@ use std::path::Path;
 
 use ff_core::contracts::{CompletionEvent, LeaseHistoryEntry};
 use ff_core::error::BackendErrorKind;
-use ff_core::{AttemptIndex, EngineError, ExecutionId, Namespace, PartitionConfig, TimestampMs, WorkerInstanceId};
+use ff_core::{
+    AttemptIndex, EngineError, ExecutionId, Namespace, PartitionConfig, TimestampMs, WorkerInstanceId,
+};
 use ff_engine::common::LEASE_HISTORY_LEN_MAX;
 use ff_engine::records::{
     AttemptRecord, BlobKind, ExecCore, GrantRecord, IndexKey, LeaseRecord, StreamMeta, WorkerRecord,
@@ -89,11 +91,19 @@ impl SqliteStore {
     fn decode<T: DeserializeOwned>(&self, what: &str, s: &str) -> StoreResult<T> {
         serde_json::from_str(s).map_err(|e| {
             self.faulted.set(true);
-            EngineError::validation(ff_core::error::ValidationKind::Corruption, format!("sqlite: {what}: {e}"))
+            EngineError::validation(
+                ff_core::error::ValidationKind::Corruption,
+                format!("sqlite: {what}: {e}"),
+            )
         })
     }
 
-    fn get_json<T: DeserializeOwned>(&self, what: &str, sql: &str, p: impl rusqlite::Params) -> StoreResult<Option<T>> {
+    fn get_json<T: DeserializeOwned>(
+        &self,
+        what: &str,
+        sql: &str,
+        p: impl rusqlite::Params,
+    ) -> StoreResult<Option<T>> {
         let row: Option<String> = {
             let mut stmt = self.sql(self.conn.prepare_cached(sql))?;
             self.sql(stmt.query_row(p, |r| r.get(0)).optional())?
@@ -108,7 +118,10 @@ impl SqliteStore {
 
     /// Runs `f` in a `BEGIN IMMEDIATE` transaction: commits its writes (an `Err`
     /// from `f` keeps the spec's intentional writes), rolls back on a storage fault.
-    pub fn transaction<R>(&mut self, f: impl FnOnce(&mut dyn Store) -> Result<R, EngineError>) -> Result<R, EngineError> {
+    pub fn transaction<R>(
+        &mut self,
+        f: impl FnOnce(&mut dyn Store) -> Result<R, EngineError>,
+    ) -> Result<R, EngineError> {
         if let Err(e) = self.conn.execute_batch("BEGIN IMMEDIATE") {
             return Err(EngineError::transport("sqlite", BackendErrorKind::Transport, Box::new(e)));
         }
@@ -118,7 +131,9 @@ impl SqliteStore {
             let _ = self.conn.execute_batch("ROLLBACK");
             return match r {
                 Err(e) => Err(e),
-                Ok(_) => Err(EngineError::transport("sqlite", BackendErrorKind::Other, "statement failed".into())),
+                Ok(_) => {
+                    Err(EngineError::transport("sqlite", BackendErrorKind::Other, "statement failed".into()))
+                }
             };
         }
         if let Err(e) = self.conn.execute_batch("COMMIT") {
@@ -140,14 +155,26 @@ impl SqliteStore {
         let mut out = String::new();
         let tables = [
             ("executions", "SELECT id, core FROM executions ORDER BY id"),
-            ("attempts", "SELECT execution_id || '#' || attempt_index, record FROM attempts ORDER BY execution_id, attempt_index"),
+            (
+                "attempts",
+                "SELECT execution_id || '#' || attempt_index, record FROM attempts ORDER BY execution_id, attempt_index",
+            ),
             ("leases", "SELECT execution_id, record FROM leases ORDER BY execution_id"),
             ("grants", "SELECT execution_id, record FROM grants ORDER BY execution_id"),
-            ("blobs", "SELECT execution_id || '#' || kind, hex(bytes) FROM blobs ORDER BY execution_id, kind"),
+            (
+                "blobs",
+                "SELECT execution_id || '#' || kind, hex(bytes) FROM blobs ORDER BY execution_id, kind",
+            ),
             ("tags", "SELECT execution_id || '#' || key, value FROM tags ORDER BY execution_id, key"),
             ("idx", "SELECT name || ' ' || member, score FROM idx ORDER BY name, score, member"),
-            ("workers", "SELECT namespace || '/' || instance_id, record FROM workers ORDER BY namespace, instance_id"),
-            ("idempotency", "SELECT namespace || '/' || key, execution_id || ' ' || expires_at FROM idempotency ORDER BY namespace, key"),
+            (
+                "workers",
+                "SELECT namespace || '/' || instance_id, record FROM workers ORDER BY namespace, instance_id",
+            ),
+            (
+                "idempotency",
+                "SELECT namespace || '/' || key, execution_id || ' ' || expires_at FROM idempotency ORDER BY namespace, key",
+            ),
         ];
         for (name, sql) in tables {
             let rows = self.conn.prepare(sql).and_then(|mut s| {
@@ -195,7 +222,8 @@ impl Store for SqliteStore {
     }
 
     fn get_blob(&self, id: &ExecutionId, kind: BlobKind) -> StoreResult<Option<Vec<u8>>> {
-        let mut stmt = self.sql(self.conn.prepare_cached("SELECT bytes FROM blobs WHERE execution_id = ?1 AND kind = ?2"))?;
+        let mut stmt = self
+            .sql(self.conn.prepare_cached("SELECT bytes FROM blobs WHERE execution_id = ?1 AND kind = ?2"))?;
         self.sql(stmt.query_row(params![id.as_str(), blob_kind(kind)], |r| r.get(0)).optional())
     }
 
@@ -209,7 +237,8 @@ impl Store for SqliteStore {
     }
 
     fn get_tags(&self, id: &ExecutionId) -> StoreResult<BTreeMap<String, String>> {
-        let mut stmt = self.sql(self.conn.prepare_cached("SELECT key, value FROM tags WHERE execution_id = ?1"))?;
+        let mut stmt =
+            self.sql(self.conn.prepare_cached("SELECT key, value FROM tags WHERE execution_id = ?1"))?;
         let rows = self.sql(stmt.query_map(params![id.as_str()], |r| Ok((r.get(0)?, r.get(1)?))))?;
         let mut out = BTreeMap::new();
         for row in rows {
@@ -292,7 +321,12 @@ impl Store for SqliteStore {
         )
     }
 
-    fn put_stream_meta(&mut self, id: &ExecutionId, index: AttemptIndex, meta: &StreamMeta) -> StoreResult<()> {
+    fn put_stream_meta(
+        &mut self,
+        id: &ExecutionId,
+        index: AttemptIndex,
+        meta: &StreamMeta,
+    ) -> StoreResult<()> {
         let json = self.encode(meta)?;
         self.exec(
             "INSERT INTO stream_meta (execution_id, attempt_index, record) VALUES (?1, ?2, ?3)
@@ -303,9 +337,9 @@ impl Store for SqliteStore {
     }
 
     fn get_idem(&self, ns: &Namespace, key: &str) -> StoreResult<Option<(ExecutionId, TimestampMs)>> {
-        let mut stmt = self.sql(
-            self.conn.prepare_cached("SELECT execution_id, expires_at FROM idempotency WHERE namespace = ?1 AND key = ?2"),
-        )?;
+        let mut stmt = self.sql(self.conn.prepare_cached(
+            "SELECT execution_id, expires_at FROM idempotency WHERE namespace = ?1 AND key = ?2",
+        ))?;
         let row: Option<(String, i64)> =
             self.sql(stmt.query_row(params![ns.as_str(), key], |r| Ok((r.get(0)?, r.get(1)?))).optional())?;
         match row {
@@ -317,7 +351,13 @@ impl Store for SqliteStore {
         }
     }
 
-    fn put_idem(&mut self, ns: &Namespace, key: &str, id: &ExecutionId, expires_at: TimestampMs) -> StoreResult<()> {
+    fn put_idem(
+        &mut self,
+        ns: &Namespace,
+        key: &str,
+        id: &ExecutionId,
+        expires_at: TimestampMs,
+    ) -> StoreResult<()> {
         self.exec(
             "INSERT INTO idempotency (namespace, key, execution_id, expires_at) VALUES (?1, ?2, ?3, ?4)
              ON CONFLICT (namespace, key) DO UPDATE SET execution_id = excluded.execution_id, expires_at = excluded.expires_at",
@@ -336,11 +376,13 @@ impl Store for SqliteStore {
     }
 
     fn index_remove(&mut self, key: &IndexKey, member: &str) -> StoreResult<bool> {
-        self.exec("DELETE FROM idx WHERE name = ?1 AND member = ?2", params![index_name(key), member]).map(|n| n > 0)
+        self.exec("DELETE FROM idx WHERE name = ?1 AND member = ?2", params![index_name(key), member])
+            .map(|n| n > 0)
     }
 
     fn index_score(&self, key: &IndexKey, member: &str) -> StoreResult<Option<i64>> {
-        let mut stmt = self.sql(self.conn.prepare_cached("SELECT score FROM idx WHERE name = ?1 AND member = ?2"))?;
+        let mut stmt =
+            self.sql(self.conn.prepare_cached("SELECT score FROM idx WHERE name = ?1 AND member = ?2"))?;
         self.sql(stmt.query_row(params![index_name(key), member], |r| r.get(0)).optional())
     }
 
@@ -365,8 +407,10 @@ impl Store for SqliteStore {
                      ORDER BY score, member LIMIT ?5",
                 ))?;
                 push(
-                    stmt.query_map(params![name, max_score, score, member, limit], |r| Ok((r.get(0)?, r.get(1)?)))
-                        .and_then(|rows| rows.collect()),
+                    stmt.query_map(params![name, max_score, score, member, limit], |r| {
+                        Ok((r.get(0)?, r.get(1)?))
+                    })
+                    .and_then(|rows| rows.collect()),
                 )?;
             }
             None => {
@@ -392,9 +436,9 @@ impl Store for SqliteStore {
         let map: BTreeMap<&str, String> = fields.into_iter().collect();
         let json = self.encode(&map)?;
         let seq: i64 = {
-            let mut stmt = self.sql(
-                self.conn.prepare_cached("SELECT COALESCE(MAX(seq), 0) + 1 FROM lease_events WHERE execution_id = ?1"),
-            )?;
+            let mut stmt = self.sql(self.conn.prepare_cached(
+                "SELECT COALESCE(MAX(seq), 0) + 1 FROM lease_events WHERE execution_id = ?1",
+            ))?;
             self.sql(stmt.query_row(params![id.as_str()], |r| r.get(0)))?
         };
         self.exec(
@@ -402,14 +446,17 @@ impl Store for SqliteStore {
             params![id.as_str(), seq, event, ts, json],
         )?;
         let keep_from = seq - LEASE_HISTORY_LEN_MAX as i64;
-        self.exec("DELETE FROM lease_events WHERE execution_id = ?1 AND seq <= ?2", params![id.as_str(), keep_from])
-            .map(|_| ())
+        self.exec(
+            "DELETE FROM lease_events WHERE execution_id = ?1 AND seq <= ?2",
+            params![id.as_str(), keep_from],
+        )
+        .map(|_| ())
     }
 
     fn lease_events(&self, id: &ExecutionId) -> StoreResult<Vec<LeaseHistoryEntry>> {
-        let mut stmt = self.sql(
-            self.conn.prepare_cached("SELECT seq, event, ts, fields FROM lease_events WHERE execution_id = ?1 ORDER BY seq"),
-        )?;
+        let mut stmt = self.sql(self.conn.prepare_cached(
+            "SELECT seq, event, ts, fields FROM lease_events WHERE execution_id = ?1 ORDER BY seq",
+        ))?;
         let rows: Vec<(i64, String, i64, String)> = self.sql(
             stmt.query_map(params![id.as_str()], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
                 .and_then(|rows| rows.collect()),
@@ -426,7 +473,13 @@ impl Store for SqliteStore {
             .collect()
     }
 
-    fn publish_completion(&mut self, id: &ExecutionId, flow_id: &str, outcome: &str, ts: TimestampMs) -> StoreResult<()> {
+    fn publish_completion(
+        &mut self,
+        id: &ExecutionId,
+        flow_id: &str,
+        outcome: &str,
+        ts: TimestampMs,
+    ) -> StoreResult<()> {
         self.exec(
             "INSERT INTO completions (execution_id, flow_id, outcome, produced_at) VALUES (?1, ?2, ?3, ?4)",
             params![id.as_str(), flow_id, outcome, ts],
@@ -442,8 +495,10 @@ impl Store for SqliteStore {
         let after = i64::try_from(after).unwrap_or(i64::MAX);
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         let rows: Vec<(i64, String, String, String, i64)> = self.sql(
-            stmt.query_map(params![after, limit], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)))
-                .and_then(|rows| rows.collect()),
+            stmt.query_map(params![after, limit], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+            })
+            .and_then(|rows| rows.collect()),
         )?;
         rows.into_iter()
             .map(|(event_id, id, flow_id, outcome, produced_at_ms)| {
@@ -477,8 +532,11 @@ impl Store for SqliteStore {
     }
 
     fn delete_worker(&mut self, ns: &Namespace, inst: &WorkerInstanceId) -> StoreResult<bool> {
-        self.exec("DELETE FROM workers WHERE namespace = ?1 AND instance_id = ?2", params![ns.as_str(), inst.as_str()])
-            .map(|n| n > 0)
+        self.exec(
+            "DELETE FROM workers WHERE namespace = ?1 AND instance_id = ?2",
+            params![ns.as_str(), inst.as_str()],
+        )
+        .map(|n| n > 0)
     }
 
     fn list_worker_ids(
@@ -494,7 +552,9 @@ impl Store for SqliteStore {
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         // With no cursor, every id (including "") sorts at or after "": use a value below it.
         let rows: Vec<String> = match after {
-            Some(a) => self.sql(stmt.query_map(params![ns.as_str(), a, limit], |r| r.get(0)).and_then(|r| r.collect()))?,
+            Some(a) => self.sql(
+                stmt.query_map(params![ns.as_str(), a, limit], |r| r.get(0)).and_then(|r| r.collect()),
+            )?,
             None => {
                 let mut all = self.sql(self.conn.prepare_cached(
                     "SELECT instance_id FROM workers WHERE namespace = ?1 ORDER BY instance_id LIMIT ?2",

@@ -100,7 +100,11 @@ fn check_after_crash(path: &std::path::Path, created: &[String], completed: &[St
         for id in completed {
             let id = ExecutionId::parse(id).expect("acked id parses");
             let state = b.read_execution_state(&id).await.expect("read state");
-            assert_eq!(state, Some(PublicState::Completed), "seed {seed} run {run}: acknowledged completion of {id} lost");
+            assert_eq!(
+                state,
+                Some(PublicState::Completed),
+                "seed {seed} run {run}: acknowledged completion of {id} lost"
+            );
             let result = b.get_execution_result(&id).await.expect("result");
             assert!(result.is_some(), "seed {seed} run {run}: result of {id} lost");
         }
@@ -140,7 +144,8 @@ fn corrupt_and_foreign_files_are_refused_at_open() {
     let foreign = fresh("foreign");
     {
         let conn = rusqlite::Connection::open(&foreign).expect("create a foreign database");
-        conn.execute_batch("CREATE TABLE invoices (id INTEGER PRIMARY KEY, total REAL);").expect("foreign table");
+        conn.execute_batch("CREATE TABLE invoices (id INTEGER PRIMARY KEY, total REAL);")
+            .expect("foreign table");
     }
     match open(&foreign, options()) {
         Err(OpenError::Foreign { .. }) => {}

@@ -11,8 +11,8 @@ use std::sync::Arc;
 use ff_backend_sqlite::{SqliteOptions, open};
 use ff_core::contracts::*;
 use ff_core::{
-    AttemptId, CancelSource, EngineBackend, ExecutionId, LaneId, LeaseFence, LeaseId, PartitionConfig, SystemClock,
-    WorkerId, WorkerInstanceId,
+    AttemptId, CancelSource, EngineBackend, ExecutionId, LaneId, LeaseFence, LeaseId, PartitionConfig,
+    SystemClock, WorkerId, WorkerInstanceId,
 };
 use uuid::Uuid;
 
@@ -71,7 +71,10 @@ async fn drive(path: &str, run: u64, count: u64) -> Result<(), ff_core::EngineEr
             worker_capabilities: CapabilitySet::default(),
         };
         b.issue_claim_grant(grant).await?;
-        let (lease_id, attempt_id) = (LeaseId::from_uuid(Uuid::from_u64_pair(run, n)), AttemptId::from_uuid(Uuid::from_u64_pair(n, run)));
+        let (lease_id, attempt_id) = (
+            LeaseId::from_uuid(Uuid::from_u64_pair(run, n)),
+            AttemptId::from_uuid(Uuid::from_u64_pair(n, run)),
+        );
         let claim = ClaimExecutionArgs {
             execution_id: id.clone(),
             worker_id: worker_id.clone(),
