@@ -470,6 +470,28 @@ async fn capability_flags_match_methods(ctx: Ctx) {
             ),
         ),
     ];
+    let mut checks = checks;
+    checks.push((
+        "stream_durable_summary",
+        s.stream_durable_summary,
+        unavailable(b.read_summary(&missing, 0).await.map(|_| ())),
+    ));
+    checks.push((
+        "stream_best_effort_live",
+        s.stream_best_effort_live,
+        unavailable(
+            b.tail_stream(
+                &missing,
+                0,
+                ff_core::stream::StreamCursor::from_beginning(),
+                0,
+                1,
+                Default::default(),
+            )
+            .await
+            .map(|_| ()),
+        ),
+    ));
     for (name, flag, is_unavailable) in checks {
         assert_eq!(
             flag, !is_unavailable,
@@ -486,7 +508,6 @@ async fn capability_flags_match_methods(ctx: Ctx) {
         ("cancel_flow_header", s.cancel_flow_header),
         ("claim_for_worker", s.claim_for_worker),
         ("subscribe_instance_tags", s.subscribe_instance_tags),
-        ("stream_durable_summary", s.stream_durable_summary),
         ("release_admission", s.release_admission),
     ];
     for (name, flag) in absent {

@@ -27,6 +27,7 @@ pub mod golden;
 pub mod harness;
 pub mod hostile;
 pub mod snapshot;
+pub mod streams;
 pub mod tamper;
 
 pub use harness::Harness;
@@ -174,11 +175,12 @@ pub enum Group {
 
 impl Group {
     /// Every group, in report order.
-    pub const ALL: [Group; 9] = [
+    pub const ALL: [Group; 10] = [
         Group::Family(ContractFamily::Execution),
         Group::Family(ContractFamily::Lease),
         Group::Family(ContractFamily::Scheduling),
         Group::Family(ContractFamily::WorkerRegistry),
+        Group::Family(ContractFamily::Streams),
         Group::Golden,
         Group::Differential,
         Group::Hostile,
@@ -246,6 +248,8 @@ pub struct Case {
     pub name: &'static str,
     /// Whether it needs a simulated clock.
     pub needs_clock: bool,
+    /// The contract family the backend must claim for the case to run.
+    pub requires: ContractFamily,
     /// The case body; a panic is a failure.
     pub run: fn(Ctx) -> BoxFuture<()>,
 }
@@ -334,6 +338,7 @@ pub fn all_cases() -> Vec<Case> {
     v.extend(differential::cases());
     v.extend(hostile::cases());
     v.extend(anomalies::cases());
+    v.extend(streams::cases());
     v
 }
 
@@ -351,8 +356,8 @@ fn claimed(fixture: &Fixture) -> Vec<ContractFamily> {
 pub async fn run_case(factory: Arc<dyn Factory>, case: Case, options: Options) -> CaseResult {
     let started = std::time::Instant::now();
     let fixture = factory.make().await;
-    let status = if !claimed(&fixture).contains(&case.group.family()) {
-        Status::Skipped(format!("backend does not claim family {}", case.group.family().as_str()))
+    let status = if !claimed(&fixture).contains(&case.requires) {
+        Status::Skipped(format!("backend does not claim family {}", case.requires.as_str()))
     } else if case.needs_clock && fixture.clock.is_none() {
         Status::Skipped("time-dependent case needs a simulated clock".into())
     } else {
@@ -484,6 +489,10 @@ macro_rules! suite {
             );
         }
         #[test]
+        fn conformance_streams() {
+            $crate::run_group_for_test($factory, $crate::Group::Family(::ff_core::ContractFamily::Streams));
+        }
+        #[test]
         fn conformance_golden() {
             $crate::run_group_for_test($factory, $crate::Group::Golden);
         }
@@ -514,6 +523,7 @@ macro_rules! case {
             group: $group,
             name: stringify!($name),
             needs_clock: true,
+            requires: $group.family(),
             run: |ctx| Box::pin($name(ctx)),
         }
     };

@@ -5,8 +5,10 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use ff_core::AttemptIndex;
 use ff_core::contracts::*;
 use ff_core::error::StateKind;
+use ff_core::stream::{AppendFrameOutcome, StreamCursor, StreamFrames, SummaryDocument, TailVisibility};
 use ff_core::{
     BackendTag, Capabilities, EngineBackend, EngineError, ExecutionId, LaneId, LeaseFence, PartitionConfig,
     SimClock, TimestampMs,
@@ -341,5 +343,40 @@ impl EngineBackend for Tamper {
         batch: usize,
     ) -> Result<ScanReport, EngineError> {
         self.inner.run_scanner(kind, partition, batch).await
+    }
+
+    async fn append_stream_frame(&self, args: AppendFrameArgs) -> Result<AppendFrameOutcome, EngineError> {
+        self.inner.append_stream_frame(args).await
+    }
+
+    async fn read_stream(
+        &self,
+        execution_id: &ExecutionId,
+        attempt_index: AttemptIndex,
+        from: StreamCursor,
+        to: StreamCursor,
+        count_limit: u64,
+    ) -> Result<StreamFrames, EngineError> {
+        self.inner.read_stream(execution_id, attempt_index, from, to, count_limit).await
+    }
+
+    async fn tail_stream(
+        &self,
+        execution_id: &ExecutionId,
+        attempt_index: AttemptIndex,
+        after: StreamCursor,
+        block_ms: u64,
+        count_limit: u64,
+        visibility: TailVisibility,
+    ) -> Result<StreamFrames, EngineError> {
+        self.inner.tail_stream(execution_id, attempt_index, after, block_ms, count_limit, visibility).await
+    }
+
+    async fn read_summary(
+        &self,
+        execution_id: &ExecutionId,
+        attempt_index: AttemptIndex,
+    ) -> Result<Option<SummaryDocument>, EngineError> {
+        self.inner.read_summary(execution_id, attempt_index).await
     }
 }

@@ -10,13 +10,15 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use ff_core::capabilities::{BackendIdentity, Capabilities, ContractFamily, Supports, Version};
 use ff_core::contracts::{CompletionEvent, LeaseHistoryEntry};
+use ff_core::stream::EntryId;
 use ff_core::{
     AttemptIndex, BackendTag, Clock, EngineError, ExecutionId, Namespace, PartitionConfig, SimClock,
     SystemClock, TimestampMs, WorkerInstanceId,
 };
 use ff_engine::common::LEASE_HISTORY_LEN_MAX;
 use ff_engine::records::{
-    AttemptRecord, BlobKind, ExecCore, GrantRecord, IndexKey, LeaseRecord, StreamMeta, WorkerRecord,
+    AttemptRecord, BlobKind, ExecCore, GrantRecord, IndexKey, LeaseRecord, StoredEntry, StreamMeta,
+    SummaryRecord, WorkerRecord,
 };
 use ff_engine::{Engine, Store, StoreResult, StoreRunner};
 use parking_lot::Mutex;
@@ -88,6 +90,8 @@ impl StoreRunner for MemoryRunner {
             "list_expired_leases",
             "list_workers",
             "block_execution_for_admission",
+            "stream_durable_summary",
+            "stream_best_effort_live",
         ] {
             supports.set(name, true);
         }
@@ -97,6 +101,7 @@ impl StoreRunner for MemoryRunner {
             ContractFamily::Lease,
             ContractFamily::Scheduling,
             ContractFamily::WorkerRegistry,
+            ContractFamily::Streams,
         ];
         Capabilities::new(identity, supports, families, self.clock.as_sim().is_some())
     }
@@ -145,6 +150,8 @@ pub struct MemStore {
     leases: HashMap<ExecutionId, LeaseRecord>,
     grants: HashMap<ExecutionId, GrantRecord>,
     stream_meta: HashMap<(ExecutionId, AttemptIndex), StreamMeta>,
+    streams: HashMap<(ExecutionId, AttemptIndex), BTreeMap<EntryId, BTreeMap<String, String>>>,
+    summaries: HashMap<(ExecutionId, AttemptIndex), SummaryRecord>,
     idem: HashMap<(Namespace, String), (ExecutionId, TimestampMs)>,
     indexes: HashMap<IndexKey, OrderedIndex>,
     history: HashMap<ExecutionId, History>,
@@ -165,6 +172,8 @@ impl MemStore {
             leases: HashMap::new(),
             grants: HashMap::new(),
             stream_meta: HashMap::new(),
+            streams: HashMap::new(),
+            summaries: HashMap::new(),
             idem: HashMap::new(),
             indexes: HashMap::new(),
             history: HashMap::new(),
@@ -291,6 +300,50 @@ impl Store for MemStore {
         meta: &StreamMeta,
     ) -> StoreResult<()> {
         self.stream_meta.insert((id.clone(), index), meta.clone());
+        Ok(())
+    }
+
+    fn stream_append(
+        &mut self,
+        id: &ExecutionId,
+        index: AttemptIndex,
+        entry: &StoredEntry,
+    ) -> StoreResult<()> {
+        self.streams.entry((id.clone(), index)).or_default().insert(entry.id, entry.fields.clone());
+        Ok(())
+    }
+
+    fn stream_range(
+        &self,
+        id: &ExecutionId,
+        index: AttemptIndex,
+        from: EntryId,
+        to: EntryId,
+        limit: usize,
+    ) -> StoreResult<Vec<StoredEntry>> {
+        let Some(s) = self.streams.get(&(id.clone(), index)) else { return Ok(Vec::new()) };
+        if from > to {
+            return Ok(Vec::new());
+        }
+        Ok(s.range(from..=to).take(limit).map(|(k, v)| StoredEntry { id: *k, fields: v.clone() }).collect())
+    }
+
+    fn stream_trim(&mut self, id: &ExecutionId, index: AttemptIndex, keep: u64) -> StoreResult<()> {
+        if let Some(s) = self.streams.get_mut(&(id.clone(), index)) {
+            let keep = usize::try_from(keep).unwrap_or(usize::MAX);
+            while s.len() > keep {
+                s.pop_first();
+            }
+        }
+        Ok(())
+    }
+
+    fn get_summary(&self, id: &ExecutionId, index: AttemptIndex) -> StoreResult<Option<SummaryRecord>> {
+        Ok(self.summaries.get(&(id.clone(), index)).cloned())
+    }
+
+    fn put_summary(&mut self, id: &ExecutionId, index: AttemptIndex, rec: &SummaryRecord) -> StoreResult<()> {
+        self.summaries.insert((id.clone(), index), rec.clone());
         Ok(())
     }
 

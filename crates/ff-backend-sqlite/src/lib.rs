@@ -221,6 +221,8 @@ impl StoreRunner for SqliteRunner {
             "list_expired_leases",
             "list_workers",
             "block_execution_for_admission",
+            "stream_durable_summary",
+            "stream_best_effort_live",
         ] {
             supports.set(name, true);
         }
@@ -230,6 +232,7 @@ impl StoreRunner for SqliteRunner {
             ContractFamily::Lease,
             ContractFamily::Scheduling,
             ContractFamily::WorkerRegistry,
+            ContractFamily::Streams,
         ];
         Capabilities::new(identity, supports, families, self.clock.as_sim().is_some())
     }

@@ -61,6 +61,18 @@ const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (namespace, instance_id)
     ) WITHOUT ROWID;
     ",
+    // 2: attempt streams and summaries.
+    "
+    CREATE TABLE stream_entries (
+        execution_id TEXT NOT NULL, attempt_index INTEGER NOT NULL, ms INTEGER NOT NULL, seq INTEGER NOT NULL,
+        fields TEXT NOT NULL,
+        PRIMARY KEY (execution_id, attempt_index, ms, seq)
+    ) WITHOUT ROWID;
+    CREATE TABLE summaries (
+        execution_id TEXT NOT NULL, attempt_index INTEGER NOT NULL, record TEXT NOT NULL,
+        PRIMARY KEY (execution_id, attempt_index)
+    ) WITHOUT ROWID;
+    ",
 ];
 
 /// Reads the application id; a file that is not SQLite fails here.

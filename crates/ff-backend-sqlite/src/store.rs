@@ -7,13 +7,24 @@ use std::path::Path;
 
 use ff_core::contracts::{CompletionEvent, LeaseHistoryEntry};
 use ff_core::error::BackendErrorKind;
+use ff_core::stream::EntryId;
 use ff_core::{
     AttemptIndex, EngineError, ExecutionId, Namespace, PartitionConfig, TimestampMs, WorkerInstanceId,
 };
 use ff_engine::common::LEASE_HISTORY_LEN_MAX;
 use ff_engine::records::{
-    AttemptRecord, BlobKind, ExecCore, GrantRecord, IndexKey, LeaseRecord, StreamMeta, WorkerRecord,
+    AttemptRecord, BlobKind, ExecCore, GrantRecord, IndexKey, LeaseRecord, StoredEntry, StreamMeta,
+    SummaryRecord, WorkerRecord,
 };
+
+/// Stream id parts are u64; SQLite integers are i64 (order-preserving offset).
+fn u64_sql(v: u64) -> i64 {
+    (v ^ (1 << 63)) as i64
+}
+
+fn sql_u64(v: i64) -> u64 {
+    (v as u64) ^ (1 << 63)
+}
 use ff_engine::{Store, StoreResult};
 use rusqlite::{Connection, OptionalExtension, params};
 use serde::Serialize;
@@ -330,6 +341,89 @@ impl Store for SqliteStore {
         let json = self.encode(meta)?;
         self.exec(
             "INSERT INTO stream_meta (execution_id, attempt_index, record) VALUES (?1, ?2, ?3)
+             ON CONFLICT (execution_id, attempt_index) DO UPDATE SET record = excluded.record",
+            params![id.as_str(), index, json],
+        )
+        .map(|_| ())
+    }
+
+    fn stream_append(
+        &mut self,
+        id: &ExecutionId,
+        index: AttemptIndex,
+        entry: &StoredEntry,
+    ) -> StoreResult<()> {
+        let json = self.encode(&entry.fields)?;
+        self.exec(
+            "INSERT INTO stream_entries (execution_id, attempt_index, ms, seq, fields) VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![id.as_str(), index, u64_sql(entry.id.ms), u64_sql(entry.id.seq), json],
+        )
+        .map(|_| ())
+    }
+
+    fn stream_range(
+        &self,
+        id: &ExecutionId,
+        index: AttemptIndex,
+        from: EntryId,
+        to: EntryId,
+        limit: usize,
+    ) -> StoreResult<Vec<StoredEntry>> {
+        if from > to {
+            return Ok(Vec::new());
+        }
+        let mut stmt = self.sql(self.conn.prepare_cached(
+            "SELECT ms, seq, fields FROM stream_entries WHERE execution_id = ?1 AND attempt_index = ?2
+             AND (ms, seq) >= (?3, ?4) AND (ms, seq) <= (?5, ?6) ORDER BY ms, seq LIMIT ?7",
+        ))?;
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let rows: Vec<(i64, i64, String)> = self.sql(
+            stmt.query_map(
+                params![
+                    id.as_str(),
+                    index,
+                    u64_sql(from.ms),
+                    u64_sql(from.seq),
+                    u64_sql(to.ms),
+                    u64_sql(to.seq),
+                    limit
+                ],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )
+            .and_then(|rows| rows.collect()),
+        )?;
+        rows.into_iter()
+            .map(|(ms, seq, fields)| {
+                Ok(StoredEntry {
+                    id: EntryId { ms: sql_u64(ms), seq: sql_u64(seq) },
+                    fields: self.decode("stream entry", &fields)?,
+                })
+            })
+            .collect()
+    }
+
+    fn stream_trim(&mut self, id: &ExecutionId, index: AttemptIndex, keep: u64) -> StoreResult<()> {
+        self.exec(
+            "DELETE FROM stream_entries WHERE execution_id = ?1 AND attempt_index = ?2 AND (ms, seq) NOT IN (
+                 SELECT ms, seq FROM stream_entries WHERE execution_id = ?1 AND attempt_index = ?2
+                 ORDER BY ms DESC, seq DESC LIMIT ?3)",
+            params![id.as_str(), index, i64::try_from(keep).unwrap_or(i64::MAX)],
+        )
+        .map(|_| ())
+    }
+
+    fn get_summary(&self, id: &ExecutionId, index: AttemptIndex) -> StoreResult<Option<SummaryRecord>> {
+        self.get_json(
+            "summary",
+            "SELECT record FROM summaries WHERE execution_id = ?1 AND attempt_index = ?2",
+            params![id.as_str(), index],
+        )
+    }
+
+    fn put_summary(&mut self, id: &ExecutionId, index: AttemptIndex, rec: &SummaryRecord) -> StoreResult<()> {
+        let json = self.encode(rec)?;
+        self.exec(
+            "INSERT INTO summaries (execution_id, attempt_index, record) VALUES (?1, ?2, ?3)
              ON CONFLICT (execution_id, attempt_index) DO UPDATE SET record = excluded.record",
             params![id.as_str(), index, json],
         )

@@ -7,9 +7,10 @@ use crate::clock::SimClock;
 use crate::contracts::*;
 use crate::error::{ContentionKind, EngineError};
 use crate::handle::{BackendTag, Handle, HandlePayload};
-use crate::ids::{CancelSource, ExecutionId, LaneId, LeaseFence, TimestampMs};
+use crate::ids::{AttemptIndex, CancelSource, ExecutionId, LaneId, LeaseFence, TimestampMs};
 use crate::partition::PartitionConfig;
 use crate::state::PublicState;
+use crate::stream::{AppendFrameOutcome, Frame, StreamCursor, StreamFrames, SummaryDocument, TailVisibility};
 
 /// A FlowFabric backend: every contract is one atomic step.
 ///
@@ -205,6 +206,39 @@ pub trait EngineBackend: Send + Sync + 'static {
         limit: usize,
     ) -> Result<Vec<ExecutionId>, EngineError>;
 
+    // ------------------------------------------------------------ streams
+
+    /// Appends a frame to an attempt's stream under its lease (spec 02 §12.2).
+    async fn append_stream_frame(&self, args: AppendFrameArgs) -> Result<AppendFrameOutcome, EngineError>;
+
+    /// Inclusive range read with the close marker (spec 02 §12.7).
+    async fn read_stream(
+        &self,
+        execution_id: &ExecutionId,
+        attempt_index: AttemptIndex,
+        from: StreamCursor,
+        to: StreamCursor,
+        count_limit: u64,
+    ) -> Result<StreamFrames, EngineError>;
+
+    /// Entries strictly after a cursor, waiting up to `block_ms` for one (spec 02 §12.8).
+    async fn tail_stream(
+        &self,
+        execution_id: &ExecutionId,
+        attempt_index: AttemptIndex,
+        after: StreamCursor,
+        block_ms: u64,
+        count_limit: u64,
+        visibility: TailVisibility,
+    ) -> Result<StreamFrames, EngineError>;
+
+    /// The attempt's rolling summary (spec 02 §12.10).
+    async fn read_summary(
+        &self,
+        execution_id: &ExecutionId,
+        attempt_index: AttemptIndex,
+    ) -> Result<Option<SummaryDocument>, EngineError>;
+
     /// Runs one bounded pass of a background scanner over one partition at the backend's `now`.
     async fn run_scanner(
         &self,
@@ -386,6 +420,22 @@ pub trait EngineBackend: Send + Sync + 'static {
             Err(e) if already_done(&e, &p, "cancelled", "terminal") => Ok(()),
             Err(e) => Err(e),
         }
+    }
+
+    /// Appends a frame to the handle's attempt stream.
+    async fn append_frame(&self, handle: &Handle, frame: Frame) -> Result<AppendFrameOutcome, EngineError> {
+        let p = handle.decode_for(self.backend_tag())?;
+        let args = AppendFrameArgs {
+            execution_id: p.execution_id,
+            attempt_index: p.attempt_index,
+            lease_id: p.lease_id,
+            lease_epoch: p.lease_epoch,
+            attempt_id: Some(p.attempt_id),
+            frame,
+            retention_maxlen: crate::stream::DURABLE_RETENTION_SENT,
+            max_payload_bytes: crate::stream::FRAME_PAYLOAD_BYTES_DEFAULT,
+        };
+        self.append_stream_frame(args).await
     }
 
     /// Parks the handle's execution until a time.

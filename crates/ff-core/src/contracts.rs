@@ -1367,6 +1367,54 @@ pub struct CompletionEvent {
     pub produced_at_ms: TimestampMs,
 }
 
+// ---------------------------------------------------------------- streams
+
+/// Arguments of `append_stream_frame` (spec 02 §12.2), the fenced peer of `append_frame`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AppendFrameArgs {
+    /// The execution.
+    pub execution_id: ExecutionId,
+    /// Must equal `current_attempt_index`.
+    pub attempt_index: AttemptIndex,
+    /// Holder's lease id.
+    pub lease_id: LeaseId,
+    /// Holder's lease epoch.
+    pub lease_epoch: LeaseEpoch,
+    /// Stored in the meta at creation (not checked).
+    #[serde(default)]
+    pub attempt_id: Option<AttemptId>,
+    /// The frame.
+    pub frame: crate::stream::Frame,
+    /// Durable trim length (0 = about 10 000).
+    #[serde(default)]
+    pub retention_maxlen: u64,
+    /// Largest payload in bytes.
+    #[serde(default = "default_frame_bytes")]
+    pub max_payload_bytes: u32,
+}
+
+fn default_frame_bytes() -> u32 {
+    crate::stream::FRAME_PAYLOAD_BYTES_DEFAULT
+}
+
+impl Validate for AppendFrameArgs {
+    fn validate(&self) -> Result<(), EngineError> {
+        if self.frame.bytes.len() > self.max_payload_bytes as usize {
+            return Err(EngineError::validation(ValidationKind::RetentionLimitExceeded, "payload"));
+        }
+        check_text("frame_type", &self.frame.frame_type, NAME_BYTES_MAX)?;
+        if let Some(c) = &self.frame.correlation_id {
+            check_text("correlation_id", c, NAME_BYTES_MAX)?;
+        }
+        if let crate::stream::StreamMode::BestEffortLive { config } = &self.frame.mode
+            && !(config.ema_alpha.is_finite())
+        {
+            return Err(EngineError::invalid_input("ema_alpha: not a number"));
+        }
+        Ok(())
+    }
+}
+
 // ---------------------------------------------------------------- scanners
 
 /// Which scanner to run.

@@ -16,6 +16,7 @@ pub mod keys;
 pub mod partition;
 pub mod policy;
 pub mod state;
+pub mod stream;
 
 pub use backend::EngineBackend;
 pub use capabilities::{Capabilities, ContractFamily, Supports};

@@ -4,23 +4,27 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use ff_core::contracts::*;
+use ff_core::stream::{AppendFrameOutcome, StreamCursor, StreamFrames, SummaryDocument, TailVisibility};
 use ff_core::{
-    BackendTag, Capabilities, Clock, EngineBackend, EngineError, ExecutionId, LaneId, TimestampMs,
+    AttemptIndex, BackendTag, Capabilities, Clock, EngineBackend, EngineError, ExecutionId, LaneId,
+    TimestampMs,
 };
 
 use crate::store::{Store, StoreRunner};
-use crate::{execution, lease, lifecycle, reads, scanners, scheduling, worker};
+use crate::{execution, lease, lifecycle, reads, scanners, scheduling, streams, worker};
 
 /// Implements every contract over a [`StoreRunner`]; each call is one atomic step.
 #[derive(Debug, Clone)]
 pub struct Engine<R> {
     runner: R,
+    /// Woken after every stream append, so blocked tails re-read.
+    appended: Arc<tokio::sync::Notify>,
 }
 
 impl<R: StoreRunner> Engine<R> {
     /// Wraps a runner.
     pub fn new(runner: R) -> Self {
-        Self { runner }
+        Self { runner, appended: Arc::new(tokio::sync::Notify::new()) }
     }
 
     /// The runner (backend-specific access).
@@ -270,6 +274,70 @@ impl<R: StoreRunner> EngineBackend for Engine<R> {
     ) -> Result<Vec<ExecutionId>, EngineError> {
         let limit = limit.clamp(1, LIST_LIMIT_MAX);
         self.with_store(move |s, _| reads::list_executions(s, partition, after.as_ref(), limit)).await
+    }
+
+    async fn append_stream_frame(&self, args: AppendFrameArgs) -> Result<AppendFrameOutcome, EngineError> {
+        let out = self.with_store(move |s, now| streams::append_frame(s, now, &args)).await;
+        if out.is_ok() {
+            self.appended.notify_waiters();
+        }
+        out
+    }
+
+    async fn read_stream(
+        &self,
+        execution_id: &ExecutionId,
+        attempt_index: AttemptIndex,
+        from: StreamCursor,
+        to: StreamCursor,
+        count_limit: u64,
+    ) -> Result<StreamFrames, EngineError> {
+        let id = execution_id.clone();
+        self.with_store(move |s, now| {
+            streams::read_stream(s, now, &id, attempt_index, &from, &to, count_limit)
+        })
+        .await
+    }
+
+    async fn tail_stream(
+        &self,
+        execution_id: &ExecutionId,
+        attempt_index: AttemptIndex,
+        after: StreamCursor,
+        block_ms: u64,
+        count_limit: u64,
+        visibility: TailVisibility,
+    ) -> Result<StreamFrames, EngineError> {
+        if block_ms > ff_core::stream::TAIL_BLOCK_MS_MAX {
+            return Err(EngineError::invalid_input("block_ms over 30000"));
+        }
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_millis(block_ms);
+        loop {
+            // Register interest before reading, so an append between the read
+            // and the wait still wakes this tail.
+            let woken = self.appended.notified();
+            let (id, after) = (execution_id.clone(), after.clone());
+            let page = self
+                .with_store(move |s, now| {
+                    streams::tail_once(s, now, &id, attempt_index, &after, count_limit, visibility)
+                })
+                .await?;
+            if !page.frames.is_empty() || page.is_closed() || block_ms == 0 {
+                return Ok(page);
+            }
+            if tokio::time::timeout_at(deadline, woken).await.is_err() {
+                return Ok(page);
+            }
+        }
+    }
+
+    async fn read_summary(
+        &self,
+        execution_id: &ExecutionId,
+        attempt_index: AttemptIndex,
+    ) -> Result<Option<SummaryDocument>, EngineError> {
+        let id = execution_id.clone();
+        self.with_store(move |s, _| streams::read_summary(s, &id, attempt_index)).await
     }
 
     async fn run_scanner(

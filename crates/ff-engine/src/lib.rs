@@ -15,6 +15,7 @@ pub mod records;
 pub mod scanners;
 pub mod scheduling;
 pub mod store;
+pub mod streams;
 pub mod worker;
 
 pub use engine::Engine;

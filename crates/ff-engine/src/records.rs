@@ -225,13 +225,60 @@ impl GrantRecord {
     }
 }
 
-/// Per-attempt stream meta (chapter 02); this chapter only closes it.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+/// Per-attempt stream meta (spec 02 §1.5), created on the first append.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct StreamMeta {
     /// When the stream was closed.
     pub closed_at: Option<TimestampMs>,
     /// Why.
     pub closed_reason: Option<String>,
+    /// The attempt id given at creation.
+    pub attempt_id: Option<String>,
+    /// Creation time.
+    pub created_at: TimestampMs,
+    /// Durable trim length given at creation.
+    pub retention_maxlen: u64,
+    /// Last entry id.
+    pub last_sequence: Option<ff_core::stream::EntryId>,
+    /// Lifetime appends (never decremented by trims).
+    pub frame_count: u64,
+    /// Sum of payload lengths.
+    pub total_bytes: u64,
+    /// Last append time.
+    pub last_frame_at: TimestampMs,
+    /// Whether a durable or summary frame was ever appended.
+    pub has_durable_frame: bool,
+    /// Best-effort append-rate estimate.
+    pub ema_rate_hz: Option<f64>,
+    /// Best-effort last append time.
+    pub last_append_ts_ms: Option<TimestampMs>,
+    /// Best-effort last trim length.
+    pub maxlen_applied_last: Option<u64>,
+    /// The stream data lapses after this instant (best-effort TTL).
+    pub data_expires_at: Option<TimestampMs>,
+}
+
+/// One stored stream entry.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredEntry {
+    /// Entry id.
+    pub id: ff_core::stream::EntryId,
+    /// Fields.
+    pub fields: BTreeMap<String, String>,
+}
+
+/// An attempt's rolling summary.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SummaryRecord {
+    /// The JSON document text.
+    pub document: String,
+    /// Applied patches.
+    pub version: u64,
+    /// Last patch time.
+    pub last_updated_ms: TimestampMs,
+    /// First patch time.
+    pub first_applied_ms: TimestampMs,
 }
 
 /// A worker instance's registration and liveness.

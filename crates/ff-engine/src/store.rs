@@ -16,8 +16,10 @@ use ff_core::{
 };
 
 use crate::records::{
-    AttemptRecord, BlobKind, ExecCore, GrantRecord, IndexKey, LeaseRecord, StreamMeta, WorkerRecord,
+    AttemptRecord, BlobKind, ExecCore, GrantRecord, IndexKey, LeaseRecord, StoredEntry, StreamMeta,
+    SummaryRecord, WorkerRecord,
 };
+use ff_core::stream::EntryId;
 
 /// Storage result: errors are infrastructure faults (never domain rejections).
 pub type StoreResult<T> = Result<T, EngineError>;
@@ -70,6 +72,29 @@ pub trait Store {
         index: AttemptIndex,
         meta: &StreamMeta,
     ) -> StoreResult<()>;
+
+    /// Appends an entry to an attempt's stream.
+    fn stream_append(
+        &mut self,
+        id: &ExecutionId,
+        index: AttemptIndex,
+        entry: &StoredEntry,
+    ) -> StoreResult<()>;
+    /// Entries with `from <= id <= to`, oldest first, at most `limit`.
+    fn stream_range(
+        &self,
+        id: &ExecutionId,
+        index: AttemptIndex,
+        from: EntryId,
+        to: EntryId,
+        limit: usize,
+    ) -> StoreResult<Vec<StoredEntry>>;
+    /// Keeps only the newest `keep` entries.
+    fn stream_trim(&mut self, id: &ExecutionId, index: AttemptIndex, keep: u64) -> StoreResult<()>;
+    /// Reads an attempt's summary.
+    fn get_summary(&self, id: &ExecutionId, index: AttemptIndex) -> StoreResult<Option<SummaryRecord>>;
+    /// Writes an attempt's summary.
+    fn put_summary(&mut self, id: &ExecutionId, index: AttemptIndex, rec: &SummaryRecord) -> StoreResult<()>;
 
     /// Reads a create-idempotency entry `(execution id, expires_at)`.
     fn get_idem(&self, ns: &Namespace, key: &str) -> StoreResult<Option<(ExecutionId, TimestampMs)>>;
