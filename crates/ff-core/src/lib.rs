@@ -17,6 +17,7 @@ pub mod partition;
 pub mod policy;
 pub mod state;
 pub mod stream;
+pub mod suspension;
 
 pub use backend::EngineBackend;
 pub use capabilities::{Capabilities, ContractFamily, Supports};
