@@ -5,6 +5,7 @@
 //! [`StoreRunner`] (memory, SQLite, …) into a full `EngineBackend`.
 
 pub mod common;
+pub mod conditions;
 pub mod engine;
 pub mod execution;
 pub mod invariants;

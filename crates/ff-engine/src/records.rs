@@ -398,6 +398,45 @@ pub enum IndexKey {
     AttemptsOf(ExecutionId),
     /// The lane registry (member = lane name, score 0).
     Lanes,
+    /// Every waitpoint ever bound to an execution (score 0).
+    WaitpointsOf(ExecutionId),
+    /// A waitpoint's signal log: member = signal id, score = arrival sequence.
+    WaitpointSignals(String),
+    /// An execution's signals: member = signal id, score = acceptance time.
+    SignalsOf(ExecutionId),
+    /// Pending waitpoints by expiry.
+    PendingWaitpointExpiry(u16),
+}
+
+/// Kinds of JSON records kept in the generic record table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum RecordKind {
+    /// A waitpoint and its condition (key: waitpoint id).
+    Waitpoint,
+    /// An execution's current suspension (key: execution id).
+    Suspension,
+    /// A signal (key: signal id).
+    Signal,
+    /// A signal dedup guard (key: `<waitpoint id>|<idempotency key>`).
+    SignalDedup,
+    /// A stored suspend outcome (key: `<execution id>|<idempotency key>`).
+    SuspendDedup,
+    /// The waitpoint HMAC keystore (key: `keystore`).
+    HmacKeystore,
+}
+
+impl RecordKind {
+    /// Stable name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Waitpoint => "waitpoint",
+            Self::Suspension => "suspension",
+            Self::Signal => "signal",
+            Self::SignalDedup => "signal_dedup",
+            Self::SuspendDedup => "suspend_dedup",
+            Self::HmacKeystore => "hmac_keystore",
+        }
+    }
 }
 
 impl IndexKey {

@@ -16,7 +16,7 @@ use ff_core::{
 };
 
 use crate::records::{
-    AttemptRecord, BlobKind, ExecCore, GrantRecord, IndexKey, LeaseRecord, StoredEntry, StreamMeta,
+    AttemptRecord, BlobKind, ExecCore, GrantRecord, IndexKey, LeaseRecord, RecordKind, StoredEntry, StreamMeta,
     SummaryRecord, WorkerRecord,
 };
 use ff_core::stream::EntryId;
@@ -95,6 +95,15 @@ pub trait Store {
     fn get_summary(&self, id: &ExecutionId, index: AttemptIndex) -> StoreResult<Option<SummaryRecord>>;
     /// Writes an attempt's summary.
     fn put_summary(&mut self, id: &ExecutionId, index: AttemptIndex, rec: &SummaryRecord) -> StoreResult<()>;
+
+    /// Reads a JSON record.
+    fn get_record(&self, kind: RecordKind, key: &str) -> StoreResult<Option<String>>;
+    /// Writes a JSON record.
+    fn put_record(&mut self, kind: RecordKind, key: &str, json: &str) -> StoreResult<()>;
+    /// Deletes a record; true if it existed.
+    fn delete_record(&mut self, kind: RecordKind, key: &str) -> StoreResult<bool>;
+    /// Members of an index.
+    fn index_count(&self, key: &IndexKey) -> StoreResult<u64>;
 
     /// Reads a create-idempotency entry `(execution id, expires_at)`.
     fn get_idem(&self, ns: &Namespace, key: &str) -> StoreResult<Option<(ExecutionId, TimestampMs)>>;
