@@ -11,6 +11,7 @@ pub mod clock;
 pub mod contracts;
 pub mod error;
 pub mod handle;
+pub mod hmac_token;
 pub mod ids;
 pub mod keys;
 pub mod partition;
