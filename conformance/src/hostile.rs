@@ -502,8 +502,6 @@ async fn capability_flags_match_methods(ctx: Ctx) {
     let absent = [
         ("budget_admin", s.budget_admin),
         ("quota_admin", s.quota_admin),
-        ("rotate_waitpoint_hmac_secret_all", s.rotate_waitpoint_hmac_secret_all),
-        ("seed_waitpoint_hmac_secret", s.seed_waitpoint_hmac_secret),
         ("list_pending_waitpoints", s.list_pending_waitpoints),
         ("cancel_flow_header", s.cancel_flow_header),
         ("claim_for_worker", s.claim_for_worker),

@@ -6,9 +6,12 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use ff_core::AttemptIndex;
+use ff_core::WaitpointId;
 use ff_core::contracts::*;
 use ff_core::error::StateKind;
+use ff_core::hmac_token::{KidInfo, RotateOutcome, SeedOutcome};
 use ff_core::stream::{AppendFrameOutcome, StreamCursor, StreamFrames, SummaryDocument, TailVisibility};
+use ff_core::suspension::*;
 use ff_core::{
     BackendTag, Capabilities, EngineBackend, EngineError, ExecutionId, LaneId, LeaseFence, PartitionConfig,
     SimClock, TimestampMs,
@@ -378,5 +381,72 @@ impl EngineBackend for Tamper {
         attempt_index: AttemptIndex,
     ) -> Result<Option<SummaryDocument>, EngineError> {
         self.inner.read_summary(execution_id, attempt_index).await
+    }
+
+    async fn suspend_by_triple(&self, args: SuspendByTripleArgs) -> Result<SuspendOutcome, EngineError> {
+        self.inner.suspend_by_triple(args).await
+    }
+
+    async fn create_pending_waitpoint(
+        &self,
+        args: CreateWaitpointArgs,
+    ) -> Result<PendingWaitpoint, EngineError> {
+        self.inner.create_pending_waitpoint(args).await
+    }
+
+    async fn close_waitpoint(
+        &self,
+        execution_id: &ExecutionId,
+        waitpoint_id: &WaitpointId,
+        reason: &str,
+    ) -> Result<bool, EngineError> {
+        self.inner.close_waitpoint(execution_id, waitpoint_id, reason).await
+    }
+
+    async fn deliver_signal(&self, args: DeliverSignalArgs) -> Result<DeliverSignalOutcome, EngineError> {
+        self.inner.deliver_signal(args).await
+    }
+
+    async fn resume_execution(&self, args: ResumeExecutionArgs) -> Result<ResumeOutcome, EngineError> {
+        self.inner.resume_execution(args).await
+    }
+
+    async fn expire_suspension(
+        &self,
+        execution_id: &ExecutionId,
+    ) -> Result<ExpireSuspensionOutcome, EngineError> {
+        self.inner.expire_suspension(execution_id).await
+    }
+
+    async fn read_waitpoint_token(&self, waitpoint_id: &WaitpointId) -> Result<Option<String>, EngineError> {
+        self.inner.read_waitpoint_token(waitpoint_id).await
+    }
+
+    async fn observe_execution_signals(
+        &self,
+        execution_id: &ExecutionId,
+    ) -> Result<Vec<ResumeSignal>, EngineError> {
+        self.inner.observe_execution_signals(execution_id).await
+    }
+
+    async fn seed_waitpoint_hmac_secret(
+        &self,
+        kid: &str,
+        secret_hex: &str,
+    ) -> Result<SeedOutcome, EngineError> {
+        self.inner.seed_waitpoint_hmac_secret(kid, secret_hex).await
+    }
+
+    async fn rotate_waitpoint_hmac_secret_all(
+        &self,
+        new_kid: &str,
+        new_secret_hex: &str,
+        grace_ms: u64,
+    ) -> Result<Vec<(u16, Result<RotateOutcome, EngineError>)>, EngineError> {
+        self.inner.rotate_waitpoint_hmac_secret_all(new_kid, new_secret_hex, grace_ms).await
+    }
+
+    async fn list_waitpoint_hmac_kids(&self) -> Result<(Option<String>, Vec<KidInfo>), EngineError> {
+        self.inner.list_waitpoint_hmac_kids().await
     }
 }

@@ -17,8 +17,8 @@ use ff_core::{
 };
 use ff_engine::common::LEASE_HISTORY_LEN_MAX;
 use ff_engine::records::{
-    AttemptRecord, BlobKind, ExecCore, GrantRecord, IndexKey, LeaseRecord, StoredEntry, StreamMeta,
-    SummaryRecord, WorkerRecord,
+    AttemptRecord, BlobKind, ExecCore, GrantRecord, IndexKey, LeaseRecord, RecordKind, StoredEntry,
+    StreamMeta, SummaryRecord, WorkerRecord,
 };
 use ff_engine::{Engine, Store, StoreResult, StoreRunner};
 use parking_lot::Mutex;
@@ -92,6 +92,8 @@ impl StoreRunner for MemoryRunner {
             "block_execution_for_admission",
             "stream_durable_summary",
             "stream_best_effort_live",
+            "seed_waitpoint_hmac_secret",
+            "rotate_waitpoint_hmac_secret_all",
         ] {
             supports.set(name, true);
         }
@@ -102,6 +104,7 @@ impl StoreRunner for MemoryRunner {
             ContractFamily::Scheduling,
             ContractFamily::WorkerRegistry,
             ContractFamily::Streams,
+            ContractFamily::Suspension,
         ];
         Capabilities::new(identity, supports, families, self.clock.as_sim().is_some())
     }
@@ -152,6 +155,7 @@ pub struct MemStore {
     stream_meta: HashMap<(ExecutionId, AttemptIndex), StreamMeta>,
     streams: HashMap<(ExecutionId, AttemptIndex), BTreeMap<EntryId, BTreeMap<String, String>>>,
     summaries: HashMap<(ExecutionId, AttemptIndex), SummaryRecord>,
+    records: BTreeMap<(RecordKind, String), String>,
     idem: HashMap<(Namespace, String), (ExecutionId, TimestampMs)>,
     indexes: HashMap<IndexKey, OrderedIndex>,
     history: HashMap<ExecutionId, History>,
@@ -174,6 +178,7 @@ impl MemStore {
             stream_meta: HashMap::new(),
             streams: HashMap::new(),
             summaries: HashMap::new(),
+            records: BTreeMap::new(),
             idem: HashMap::new(),
             indexes: HashMap::new(),
             history: HashMap::new(),
@@ -212,6 +217,9 @@ impl MemStore {
         }
         for ((ns, inst), w) in &self.workers {
             out.push_str(&format!("worker {ns}/{inst} {w:?}\n"));
+        }
+        for ((kind, key), json) in &self.records {
+            out.push_str(&format!("record {} {key} {json}\n", kind.as_str()));
         }
         out
     }
@@ -345,6 +353,23 @@ impl Store for MemStore {
     fn put_summary(&mut self, id: &ExecutionId, index: AttemptIndex, rec: &SummaryRecord) -> StoreResult<()> {
         self.summaries.insert((id.clone(), index), rec.clone());
         Ok(())
+    }
+
+    fn get_record(&self, kind: RecordKind, key: &str) -> StoreResult<Option<String>> {
+        Ok(self.records.get(&(kind, key.to_owned())).cloned())
+    }
+
+    fn put_record(&mut self, kind: RecordKind, key: &str, json: &str) -> StoreResult<()> {
+        self.records.insert((kind, key.to_owned()), json.to_owned());
+        Ok(())
+    }
+
+    fn delete_record(&mut self, kind: RecordKind, key: &str) -> StoreResult<bool> {
+        Ok(self.records.remove(&(kind, key.to_owned())).is_some())
+    }
+
+    fn index_count(&self, key: &IndexKey) -> StoreResult<u64> {
+        Ok(self.indexes.get(key).map_or(0, |i| i.scores.len() as u64))
     }
 
     fn get_idem(&self, ns: &Namespace, key: &str) -> StoreResult<Option<(ExecutionId, TimestampMs)>> {

@@ -223,6 +223,8 @@ impl StoreRunner for SqliteRunner {
             "block_execution_for_admission",
             "stream_durable_summary",
             "stream_best_effort_live",
+            "seed_waitpoint_hmac_secret",
+            "rotate_waitpoint_hmac_secret_all",
         ] {
             supports.set(name, true);
         }
@@ -233,6 +235,7 @@ impl StoreRunner for SqliteRunner {
             ContractFamily::Scheduling,
             ContractFamily::WorkerRegistry,
             ContractFamily::Streams,
+            ContractFamily::Suspension,
         ];
         Capabilities::new(identity, supports, families, self.clock.as_sim().is_some())
     }

@@ -73,6 +73,13 @@ const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (execution_id, attempt_index)
     ) WITHOUT ROWID;
     ",
+    // 3: generic JSON records (waitpoints, suspensions, signals, dedup guards, keystore).
+    "
+    CREATE TABLE records (
+        kind TEXT NOT NULL, key TEXT NOT NULL, value TEXT NOT NULL,
+        PRIMARY KEY (kind, key)
+    ) WITHOUT ROWID;
+    ",
 ];
 
 /// Reads the application id; a file that is not SQLite fails here.

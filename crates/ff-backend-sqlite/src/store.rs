@@ -13,8 +13,8 @@ use ff_core::{
 };
 use ff_engine::common::LEASE_HISTORY_LEN_MAX;
 use ff_engine::records::{
-    AttemptRecord, BlobKind, ExecCore, GrantRecord, IndexKey, LeaseRecord, StoredEntry, StreamMeta,
-    SummaryRecord, WorkerRecord,
+    AttemptRecord, BlobKind, ExecCore, GrantRecord, IndexKey, LeaseRecord, RecordKind, StoredEntry,
+    StreamMeta, SummaryRecord, WorkerRecord,
 };
 
 /// Stream id parts are u64; SQLite integers are i64 (order-preserving offset).
@@ -51,6 +51,10 @@ fn index_name(key: &IndexKey) -> String {
         IndexKey::AllExecutions(p) => format!("all_executions|{p}"),
         IndexKey::AttemptsOf(id) => format!("attempts|{id}"),
         IndexKey::Lanes => "lanes".to_owned(),
+        IndexKey::WaitpointsOf(id) => format!("waitpoints|{id}"),
+        IndexKey::WaitpointSignals(wp) => format!("waitpoint_signals|{wp}"),
+        IndexKey::SignalsOf(id) => format!("signals|{id}"),
+        IndexKey::PendingWaitpointExpiry(p) => format!("pending_waitpoint_expiry|{p}"),
     }
 }
 
@@ -428,6 +432,32 @@ impl Store for SqliteStore {
             params![id.as_str(), index, json],
         )
         .map(|_| ())
+    }
+
+    fn get_record(&self, kind: RecordKind, key: &str) -> StoreResult<Option<String>> {
+        let mut stmt =
+            self.sql(self.conn.prepare_cached("SELECT value FROM records WHERE kind = ?1 AND key = ?2"))?;
+        self.sql(stmt.query_row(params![kind.as_str(), key], |r| r.get(0)).optional())
+    }
+
+    fn put_record(&mut self, kind: RecordKind, key: &str, json: &str) -> StoreResult<()> {
+        self.exec(
+            "INSERT INTO records (kind, key, value) VALUES (?1, ?2, ?3)
+             ON CONFLICT (kind, key) DO UPDATE SET value = excluded.value",
+            params![kind.as_str(), key, json],
+        )
+        .map(|_| ())
+    }
+
+    fn delete_record(&mut self, kind: RecordKind, key: &str) -> StoreResult<bool> {
+        self.exec("DELETE FROM records WHERE kind = ?1 AND key = ?2", params![kind.as_str(), key])
+            .map(|n| n > 0)
+    }
+
+    fn index_count(&self, key: &IndexKey) -> StoreResult<u64> {
+        let mut stmt = self.sql(self.conn.prepare_cached("SELECT count(*) FROM idx WHERE name = ?1"))?;
+        let n: i64 = self.sql(stmt.query_row(params![index_name(key)], |r| r.get(0)))?;
+        Ok(u64::try_from(n).unwrap_or(0))
     }
 
     fn get_idem(&self, ns: &Namespace, key: &str) -> StoreResult<Option<(ExecutionId, TimestampMs)>> {

@@ -7,10 +7,12 @@ use crate::clock::SimClock;
 use crate::contracts::*;
 use crate::error::{ContentionKind, EngineError};
 use crate::handle::{BackendTag, Handle, HandlePayload};
-use crate::ids::{AttemptIndex, CancelSource, ExecutionId, LaneId, LeaseFence, TimestampMs};
+use crate::hmac_token::{KidInfo, RotateOutcome, SeedOutcome};
+use crate::ids::{AttemptIndex, CancelSource, ExecutionId, LaneId, LeaseFence, TimestampMs, WaitpointId};
 use crate::partition::PartitionConfig;
 use crate::state::PublicState;
 use crate::stream::{AppendFrameOutcome, Frame, StreamCursor, StreamFrames, SummaryDocument, TailVisibility};
+use crate::suspension::*;
 
 /// A FlowFabric backend: every contract is one atomic step.
 ///
@@ -205,6 +207,64 @@ pub trait EngineBackend: Send + Sync + 'static {
         after: Option<ExecutionId>,
         limit: usize,
     ) -> Result<Vec<ExecutionId>, EngineError>;
+
+    // ------------------------------------------------------------ suspension and signals
+
+    /// Suspends the leased execution on its waitpoint(s), fenced by a triple (spec 02 §6).
+    async fn suspend_by_triple(&self, args: SuspendByTripleArgs) -> Result<SuspendOutcome, EngineError>;
+
+    /// Creates a pending waitpoint and mints its token (spec 02 §3.2).
+    async fn create_pending_waitpoint(
+        &self,
+        args: CreateWaitpointArgs,
+    ) -> Result<PendingWaitpoint, EngineError>;
+
+    /// Closes a waitpoint; false when it was already closed (spec 02 §3.4).
+    async fn close_waitpoint(
+        &self,
+        execution_id: &ExecutionId,
+        waitpoint_id: &WaitpointId,
+        reason: &str,
+    ) -> Result<bool, EngineError>;
+
+    /// Authenticates, records and evaluates a signal; buffers it on a pending waitpoint (spec 02 §7–8).
+    async fn deliver_signal(&self, args: DeliverSignalArgs) -> Result<DeliverSignalOutcome, EngineError>;
+
+    /// Operator resume of a suspended execution (spec 02 §9.1).
+    async fn resume_execution(&self, args: ResumeExecutionArgs) -> Result<ResumeOutcome, EngineError>;
+
+    /// The suspension-timeout hook (spec 02 §9.2).
+    async fn expire_suspension(
+        &self,
+        execution_id: &ExecutionId,
+    ) -> Result<ExpireSuspensionOutcome, EngineError>;
+
+    /// A waitpoint's stored token (spec 02 §3.7).
+    async fn read_waitpoint_token(&self, waitpoint_id: &WaitpointId) -> Result<Option<String>, EngineError>;
+
+    /// The signals that satisfied an execution's last suspension (spec 02 §11.1).
+    async fn observe_execution_signals(
+        &self,
+        execution_id: &ExecutionId,
+    ) -> Result<Vec<ResumeSignal>, EngineError>;
+
+    /// Installs the first HMAC kid if absent (spec 02 §2.9).
+    async fn seed_waitpoint_hmac_secret(
+        &self,
+        kid: &str,
+        secret_hex: &str,
+    ) -> Result<SeedOutcome, EngineError>;
+
+    /// Rotates the signing kid in every keystore; one entry per keystore (spec 02 §2.7).
+    async fn rotate_waitpoint_hmac_secret_all(
+        &self,
+        new_kid: &str,
+        new_secret_hex: &str,
+        grace_ms: u64,
+    ) -> Result<Vec<(u16, Result<RotateOutcome, EngineError>)>, EngineError>;
+
+    /// The current kid and the kids still verifying (spec 02 §2.8).
+    async fn list_waitpoint_hmac_kids(&self) -> Result<(Option<String>, Vec<KidInfo>), EngineError>;
 
     // ------------------------------------------------------------ streams
 
@@ -420,6 +480,47 @@ pub trait EngineBackend: Send + Sync + 'static {
             Err(e) if already_done(&e, &p, "cancelled", "terminal") => Ok(()),
             Err(e) => Err(e),
         }
+    }
+
+    /// Suspends the handle's execution (a `Suspended` handle → `State(AlreadySuspended)`).
+    async fn suspend(&self, handle: &Handle, args: SuspendArgs) -> Result<SuspendOutcome, EngineError> {
+        if handle.kind == crate::handle::HandleKind::Suspended {
+            return Err(EngineError::State(crate::error::StateKind::AlreadySuspended));
+        }
+        let p = handle.decode_for(self.backend_tag())?;
+        let req = SuspendByTripleArgs {
+            execution_id: p.execution_id.clone(),
+            attempt_index: p.attempt_index,
+            fence: Some(fence_of(&p)),
+            args,
+        };
+        self.suspend_by_triple(req).await
+    }
+
+    /// Creates a pending waitpoint under the handle's lease.
+    async fn create_waitpoint(
+        &self,
+        handle: &Handle,
+        waitpoint_id: WaitpointId,
+        waitpoint_key: &str,
+        expires_in_ms: u64,
+    ) -> Result<PendingWaitpoint, EngineError> {
+        let p = handle.decode_for(self.backend_tag())?;
+        let args = CreateWaitpointArgs {
+            execution_id: p.execution_id.clone(),
+            attempt_index: p.attempt_index,
+            fence: fence_of(&p),
+            waitpoint_id,
+            waitpoint_key: waitpoint_key.to_owned(),
+            expires_in_ms,
+        };
+        self.create_pending_waitpoint(args).await
+    }
+
+    /// The signals that satisfied the handle's last suspension.
+    async fn observe_signals(&self, handle: &Handle) -> Result<Vec<ResumeSignal>, EngineError> {
+        let p = handle.decode_for(self.backend_tag())?;
+        self.observe_execution_signals(&p.execution_id).await
     }
 
     /// Appends a frame to the handle's attempt stream.

@@ -1430,12 +1430,22 @@ pub enum ScannerKind {
     AttemptTimeout,
     /// Expires executions past their deadline.
     ExecutionDeadline,
+    /// Fires due suspension timeouts.
+    SuspensionTimeout,
+    /// Closes pending waitpoints past their expiry (`never_committed`).
+    PendingWaitpointExpiry,
 }
 
 impl ScannerKind {
     /// Every scanner of this chapter.
-    pub const ALL: [ScannerKind; 4] =
-        [Self::LeaseExpiry, Self::DelayedPromoter, Self::AttemptTimeout, Self::ExecutionDeadline];
+    pub const ALL: [ScannerKind; 6] = [
+        Self::LeaseExpiry,
+        Self::DelayedPromoter,
+        Self::AttemptTimeout,
+        Self::ExecutionDeadline,
+        Self::SuspensionTimeout,
+        Self::PendingWaitpointExpiry,
+    ];
 }
 
 /// What one pass did.

@@ -199,7 +199,9 @@ impl HmacKeystore {
     /// Install-only seed (§2.9); errors: `Validation(InvalidInput)` for a bad kid or a secret not 64 hex chars.
     pub fn seed(&mut self, kid: &str, secret_hex: &str) -> Result<SeedKeystoreOutcome, EngineError> {
         if secret_hex.len() != SEED_SECRET_HEX_LEN || decode_hex(secret_hex).is_none() {
-            return Err(EngineError::invalid_input("invalid_secret_hex: secret_hex must be exactly 64 hex chars"));
+            return Err(EngineError::invalid_input(
+                "invalid_secret_hex: secret_hex must be exactly 64 hex chars",
+            ));
         }
         if !is_valid_kid(kid) {
             return Err(EngineError::invalid_input("invalid_kid: kid must be non-empty without ':'"));
@@ -346,7 +348,10 @@ fn still_verifies(at_ms: i64, now_ms: i64) -> bool {
 
 fn validate_rotate_args(new_kid: &str, new_secret_hex: &str, grace_ms: u64) -> Result<(), EngineError> {
     if !is_valid_kid(new_kid) {
-        return Err(EngineError::validation(ValidationKind::InvalidKid, "new_kid must be non-empty without ':'"));
+        return Err(EngineError::validation(
+            ValidationKind::InvalidKid,
+            "new_kid must be non-empty without ':'",
+        ));
     }
     if new_secret_hex.is_empty() || decode_hex(new_secret_hex).is_none() {
         return Err(EngineError::validation(
@@ -384,7 +389,8 @@ fn digest_hex(
     created_at_ms: i64,
 ) -> Result<String, EngineError> {
     let key = decode_hex(secret_hex).ok_or_else(|| EngineError::invalid_input("invalid_secret"))?;
-    let mut mac = <HmacSha1 as Mac>::new_from_slice(&key).map_err(|_| EngineError::invalid_input("invalid_secret"))?;
+    let mut mac =
+        <HmacSha1 as Mac>::new_from_slice(&key).map_err(|_| EngineError::invalid_input("invalid_secret"))?;
     let message = format!("{}|{waitpoint_key}|{created_at_ms}", waitpoint_id.uuid().hyphenated());
     mac.update(message.as_bytes());
     Ok(encode_hex_lower(&mac.finalize().into_bytes()))
@@ -587,7 +593,10 @@ mod tests {
         let old = ks.mint(&wp(WP1), KEY1, AT1).unwrap();
         let now = AT1 + 10;
         let out = ks.rotate("b", SECRET_B, 1_000, now).unwrap();
-        assert_eq!(out, RotateOutcome::Rotated { previous_kid: Some("a".into()), new_kid: "b".into(), gc_count: 0 });
+        assert_eq!(
+            out,
+            RotateOutcome::Rotated { previous_kid: Some("a".into()), new_kid: "b".into(), gc_count: 0 }
+        );
         assert_eq!(ks.current_kid(), Some("b"));
         assert_eq!(ks.previous_kid.as_deref(), Some("a"));
         assert_eq!(ks.previous_expires_at_ms, Some(now + 1_000));
@@ -613,13 +622,19 @@ mod tests {
         let kids = ks.kids(1_000);
         assert_eq!(
             kids,
-            vec![KidInfo { kid: "a".into(), expires_at_ms: 1_100 }, KidInfo { kid: "b".into(), expires_at_ms: 1_550 }]
+            vec![
+                KidInfo { kid: "a".into(), expires_at_ms: 1_100 },
+                KidInfo { kid: "b".into(), expires_at_ms: 1_550 }
+            ]
         );
         assert_eq!(ks.kids(1_101), vec![KidInfo { kid: "b".into(), expires_at_ms: 1_550 }]);
         assert!(ks.kids(1_551).is_empty());
         // The next rotation collects the expired kids.
         let out = ks.rotate("d", SECRET_A, 0, 2_000).unwrap();
-        assert_eq!(out, RotateOutcome::Rotated { previous_kid: Some("c".into()), new_kid: "d".into(), gc_count: 2 });
+        assert_eq!(
+            out,
+            RotateOutcome::Rotated { previous_kid: Some("c".into()), new_kid: "d".into(), gc_count: 2 }
+        );
         assert_eq!(ks.secrets.keys().collect::<Vec<_>>(), vec!["c", "d"]);
         assert_eq!(ks.kids(2_000), vec![KidInfo { kid: "c".into(), expires_at_ms: 2_000 }]);
     }

@@ -66,7 +66,11 @@ fn evaluate_simple(condition: &ResumeCondition, arrival: &Arrival<'_>) -> Evalua
 }
 
 /// Evaluates an arrival, adding its tokens to `tokens` (the suspension's satisfier set).
-pub fn evaluate(condition: &ResumeCondition, tokens: &mut BTreeSet<String>, arrival: &Arrival<'_>) -> Evaluation {
+pub fn evaluate(
+    condition: &ResumeCondition,
+    tokens: &mut BTreeSet<String>,
+    arrival: &Arrival<'_>,
+) -> Evaluation {
     let ResumeCondition::Composite(_) = condition else { return evaluate_simple(condition, arrival) };
     let mut candidates = 0;
     let mut accepted = 0;
@@ -184,30 +188,45 @@ mod tests {
     fn composite_table() {
         use SignalMatcher::Wildcard as W;
         let both = all(vec![single("a", W), single("b", W)]);
-        assert_eq!(run(&both, &[arrive("a", "1", "x", "s"), arrive("a", "2", "x", "s"), arrive("b", "3", "x", "s")]),
-            [EFFECT_APPENDED, EFFECT_DUPLICATE, EFFECT_SATISFIED]);
+        assert_eq!(
+            run(&both, &[arrive("a", "1", "x", "s"), arrive("a", "2", "x", "s"), arrive("b", "3", "x", "s")]),
+            [EFFECT_APPENDED, EFFECT_DUPLICATE, EFFECT_SATISFIED]
+        );
         assert_eq!(run(&both, &[arrive("z", "1", "x", "s")]), [EFFECT_NOT_IN_CONDITION]);
         let named = all(vec![single("a", SignalMatcher::ByName("ok".into())), single("b", W)]);
         assert_eq!(run(&named, &[arrive("a", "1", "no", "s")]), [EFFECT_MATCHER_FAILED]);
         // Distinct signals: a duplicate signal id is not counted twice.
         let sigs = count(2, CountKind::DistinctSignals, &["a"]);
-        assert_eq!(run(&sigs, &[arrive("a", "1", "x", "s"), arrive("a", "1", "x", "s"), arrive("a", "2", "x", "s")]),
-            [EFFECT_APPENDED, EFFECT_DUPLICATE, EFFECT_SATISFIED]);
+        assert_eq!(
+            run(&sigs, &[arrive("a", "1", "x", "s"), arrive("a", "1", "x", "s"), arrive("a", "2", "x", "s")]),
+            [EFFECT_APPENDED, EFFECT_DUPLICATE, EFFECT_SATISFIED]
+        );
         // Distinct sources: the same source twice does not satisfy 2.
         let srcs = count(2, CountKind::DistinctSources, &["a"]);
-        assert_eq!(run(&srcs, &[arrive("a", "1", "x", "s1"), arrive("a", "2", "x", "s1"), arrive("a", "3", "x", "s2")]),
-            [EFFECT_APPENDED, EFFECT_DUPLICATE, EFFECT_SATISFIED]);
+        assert_eq!(
+            run(
+                &srcs,
+                &[arrive("a", "1", "x", "s1"), arrive("a", "2", "x", "s1"), arrive("a", "3", "x", "s2")]
+            ),
+            [EFFECT_APPENDED, EFFECT_DUPLICATE, EFFECT_SATISFIED]
+        );
         // Distinct waitpoints.
         let wps = count(2, CountKind::DistinctWaitpoints, &["a", "b", "c"]);
-        assert_eq!(run(&wps, &[arrive("a", "1", "x", "s"), arrive("a", "2", "x", "s"), arrive("c", "3", "x", "s")]),
-            [EFFECT_APPENDED, EFFECT_DUPLICATE, EFFECT_SATISFIED]);
+        assert_eq!(
+            run(&wps, &[arrive("a", "1", "x", "s"), arrive("a", "2", "x", "s"), arrive("c", "3", "x", "s")]),
+            [EFFECT_APPENDED, EFFECT_DUPLICATE, EFFECT_SATISFIED]
+        );
     }
 
     #[test]
     fn counts_are_per_node_not_shared() {
         // The reference shares counts across nodes; per-node counting needs both.
-        let c = all(vec![count(2, CountKind::DistinctSignals, &["a"]), count(2, CountKind::DistinctSignals, &["b"])]);
-        let effects = run(&c, &[arrive("a", "1", "x", "s"), arrive("a", "2", "x", "s"), arrive("b", "3", "x", "s")]);
+        let c = all(vec![
+            count(2, CountKind::DistinctSignals, &["a"]),
+            count(2, CountKind::DistinctSignals, &["b"]),
+        ]);
+        let effects =
+            run(&c, &[arrive("a", "1", "x", "s"), arrive("a", "2", "x", "s"), arrive("b", "3", "x", "s")]);
         assert_eq!(effects, [EFFECT_APPENDED, EFFECT_APPENDED, EFFECT_APPENDED]);
     }
 
@@ -215,8 +234,12 @@ mod tests {
     fn nested_allof_with_a_count_can_be_satisfied() {
         use SignalMatcher::Wildcard as W;
         // The reference can never satisfy this tree; bottom-up evaluation can.
-        let c = all(vec![all(vec![single("a", W), count(1, CountKind::DistinctSignals, &["c"])]), single("b", W)]);
-        let effects = run(&c, &[arrive("a", "1", "x", "s"), arrive("b", "2", "x", "s"), arrive("c", "3", "x", "s")]);
+        let c = all(vec![
+            all(vec![single("a", W), count(1, CountKind::DistinctSignals, &["c"])]),
+            single("b", W),
+        ]);
+        let effects =
+            run(&c, &[arrive("a", "1", "x", "s"), arrive("b", "2", "x", "s"), arrive("c", "3", "x", "s")]);
         assert_eq!(effects, [EFFECT_APPENDED, EFFECT_APPENDED, EFFECT_SATISFIED]);
     }
 
@@ -225,6 +248,9 @@ mod tests {
         let by_name = single("a", SignalMatcher::ByName("go".into()));
         assert_eq!(run(&by_name, &[arrive("a", "1", "stop", "s")]), [EFFECT_NO_OP]);
         assert_eq!(run(&by_name, &[arrive("a", "1", "go", "s")]), [EFFECT_SATISFIED]);
-        assert_eq!(run(&ResumeCondition::OperatorOnly, &[arrive("a", "1", "__operator_only__", "s")]), [EFFECT_NO_OP]);
+        assert_eq!(
+            run(&ResumeCondition::OperatorOnly, &[arrive("a", "1", "__operator_only__", "s")]),
+            [EFFECT_NO_OP]
+        );
     }
 }

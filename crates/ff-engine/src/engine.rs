@@ -11,7 +11,10 @@ use ff_core::{
 };
 
 use crate::store::{Store, StoreRunner};
-use crate::{execution, lease, lifecycle, reads, scanners, scheduling, streams, worker};
+use crate::{execution, lease, lifecycle, reads, scanners, scheduling, streams, suspension, worker};
+use ff_core::WaitpointId;
+use ff_core::hmac_token::{KidInfo, RotateOutcome, SeedOutcome};
+use ff_core::suspension::*;
 
 /// Implements every contract over a [`StoreRunner`]; each call is one atomic step.
 #[derive(Debug, Clone)]
@@ -274,6 +277,87 @@ impl<R: StoreRunner> EngineBackend for Engine<R> {
     ) -> Result<Vec<ExecutionId>, EngineError> {
         let limit = limit.clamp(1, LIST_LIMIT_MAX);
         self.with_store(move |s, _| reads::list_executions(s, partition, after.as_ref(), limit)).await
+    }
+
+    async fn suspend_by_triple(&self, args: SuspendByTripleArgs) -> Result<SuspendOutcome, EngineError> {
+        let tag = self.runner.tag();
+        self.with_store(move |s, now| suspension::suspend(s, now, tag, &args)).await
+    }
+
+    async fn create_pending_waitpoint(
+        &self,
+        args: CreateWaitpointArgs,
+    ) -> Result<PendingWaitpoint, EngineError> {
+        self.with_store(move |s, now| suspension::create_pending_waitpoint(s, now, &args)).await
+    }
+
+    async fn close_waitpoint(
+        &self,
+        execution_id: &ExecutionId,
+        waitpoint_id: &WaitpointId,
+        reason: &str,
+    ) -> Result<bool, EngineError> {
+        let (id, wp, reason) = (execution_id.clone(), *waitpoint_id, reason.to_owned());
+        self.with_store(move |s, now| suspension::close_waitpoint(s, now, &id, &wp, &reason)).await
+    }
+
+    async fn deliver_signal(&self, args: DeliverSignalArgs) -> Result<DeliverSignalOutcome, EngineError> {
+        self.with_store(move |s, now| suspension::deliver_signal(s, now, &args)).await
+    }
+
+    async fn resume_execution(&self, args: ResumeExecutionArgs) -> Result<ResumeOutcome, EngineError> {
+        self.with_store(move |s, now| suspension::resume_execution(s, now, &args)).await
+    }
+
+    async fn expire_suspension(
+        &self,
+        execution_id: &ExecutionId,
+    ) -> Result<ExpireSuspensionOutcome, EngineError> {
+        let id = execution_id.clone();
+        self.with_store(move |s, now| suspension::expire_suspension(s, now, &id)).await
+    }
+
+    async fn read_waitpoint_token(&self, waitpoint_id: &WaitpointId) -> Result<Option<String>, EngineError> {
+        let wp = *waitpoint_id;
+        self.with_store(move |s, _| suspension::read_waitpoint_token(s, &wp)).await
+    }
+
+    async fn observe_execution_signals(
+        &self,
+        execution_id: &ExecutionId,
+    ) -> Result<Vec<ResumeSignal>, EngineError> {
+        let id = execution_id.clone();
+        self.with_store(move |s, _| suspension::observe_signals(s, &id)).await
+    }
+
+    async fn seed_waitpoint_hmac_secret(
+        &self,
+        kid: &str,
+        secret_hex: &str,
+    ) -> Result<SeedOutcome, EngineError> {
+        let (k, secret) = (kid.to_owned(), secret_hex.to_owned());
+        let out = self.with_store(move |s, _| suspension::seed_hmac_secret(s, &k, &secret)).await?;
+        SeedOutcome::aggregate(kid, &[out])
+    }
+
+    async fn rotate_waitpoint_hmac_secret_all(
+        &self,
+        new_kid: &str,
+        new_secret_hex: &str,
+        grace_ms: u64,
+    ) -> Result<Vec<(u16, Result<RotateOutcome, EngineError>)>, EngineError> {
+        let (kid, secret) = (new_kid.to_owned(), new_secret_hex.to_owned());
+        let r = self
+            .with_store(move |s, now| suspension::rotate_hmac_secret(s, now, &kid, &secret, grace_ms))
+            .await;
+        match r {
+            Err(e @ EngineError::Transport { .. }) => Err(e),
+            other => Ok(vec![(0, other)]),
+        }
+    }
+
+    async fn list_waitpoint_hmac_kids(&self) -> Result<(Option<String>, Vec<KidInfo>), EngineError> {
+        self.with_store(move |s, now| suspension::list_hmac_kids(s, now)).await
     }
 
     async fn append_stream_frame(&self, args: AppendFrameArgs) -> Result<AppendFrameOutcome, EngineError> {

@@ -17,6 +17,7 @@ pub mod scanners;
 pub mod scheduling;
 pub mod store;
 pub mod streams;
+pub mod suspension;
 pub mod worker;
 
 pub use engine::Engine;

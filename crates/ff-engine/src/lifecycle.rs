@@ -101,6 +101,9 @@ pub fn cancel_execution(
         ];
         store.append_lease_event(&args.execution_id, "released", now, fields)?;
     }
+    if phase == LifecyclePhase::Suspended {
+        crate::suspension::close_for_terminal(store, now, &args.execution_id, "cancelled", "cancelled")?;
+    }
     remove_everywhere(store, &core)?;
     let attempt_state = if core.current_attempt_index.is_some() || ended {
         AttemptState::AttemptTerminal
@@ -378,6 +381,9 @@ pub fn expire_execution(
             ("reason", format!("expired:{reason}")),
         ];
         store.append_lease_event(id, "released", now, fields)?;
+    }
+    if from == LifecyclePhase::Suspended {
+        crate::suspension::close_for_terminal(store, now, id, "expired", "expired")?;
     }
     remove_everywhere(store, &core)?;
     let attempt_state = if core.current_attempt_index.is_some() {

@@ -35,6 +35,8 @@ pub fn run_pass(
             ExpirePhase::ExecutionDeadline,
             batch,
         ),
+        ScannerKind::SuspensionTimeout => suspension_timeouts(store, now, partition, batch),
+        ScannerKind::PendingWaitpointExpiry => pending_waitpoints(store, now, partition, batch),
         _ => Err(EngineError::Unavailable { op: "run_scanner" }),
     }
 }
@@ -99,6 +101,53 @@ fn expire_due(
             ff_core::contracts::ExpireOutcome::Expired { .. }
         ) {
             report.acted += 1;
+        }
+    }
+    Ok(report)
+}
+
+fn suspension_timeouts(
+    store: &mut dyn Store,
+    now: TimestampMs,
+    partition: u16,
+    batch: usize,
+) -> StoreResult<ScanReport> {
+    let due = store.index_range(&IndexKey::SuspensionTimeout(partition), None, now, batch)?;
+    let mut report = ScanReport::default();
+    for (_, member) in due {
+        report.examined += 1;
+        let id = parse(&member)?;
+        if matches!(
+            crate::suspension::expire_suspension(store, now, &id)?,
+            ff_core::suspension::ExpireSuspensionOutcome::Expired { .. }
+        ) {
+            report.acted += 1;
+        }
+    }
+    Ok(report)
+}
+
+fn pending_waitpoints(
+    store: &mut dyn Store,
+    now: TimestampMs,
+    partition: u16,
+    batch: usize,
+) -> StoreResult<ScanReport> {
+    let key = IndexKey::PendingWaitpointExpiry(partition);
+    let due = store.index_range(&key, None, now, batch)?;
+    let mut report = ScanReport::default();
+    for (_, member) in due {
+        report.examined += 1;
+        let Ok(wp) = ff_core::WaitpointId::parse(&member) else {
+            store.index_remove(&key, &member)?;
+            continue;
+        };
+        // The owning execution only names the partition; any id of it will do.
+        let owner = ExecutionId::from_parts(partition, wp.uuid());
+        match crate::suspension::close_waitpoint(store, now, &owner, &wp, "never_committed") {
+            Ok(true) => report.acted += 1,
+            Ok(false) | Err(EngineError::Contention(_)) => {}
+            Err(e) => return Err(e),
         }
     }
     Ok(report)

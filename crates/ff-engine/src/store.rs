@@ -16,8 +16,8 @@ use ff_core::{
 };
 
 use crate::records::{
-    AttemptRecord, BlobKind, ExecCore, GrantRecord, IndexKey, LeaseRecord, RecordKind, StoredEntry, StreamMeta,
-    SummaryRecord, WorkerRecord,
+    AttemptRecord, BlobKind, ExecCore, GrantRecord, IndexKey, LeaseRecord, RecordKind, StoredEntry,
+    StreamMeta, SummaryRecord, WorkerRecord,
 };
 use ff_core::stream::EntryId;
 
