@@ -30,7 +30,7 @@ pub async fn assert_invariants(h: &Harness, ctx: &Ctx) {
     assert!(v.is_empty(), "invariants violated: {v:?}");
 }
 
-pub(crate) fn missing() -> ff_core::ExecutionId {
+pub fn missing() -> ff_core::ExecutionId {
     ff_core::ExecutionId::from_parts(1, Uuid::from_u64_pair(0xdead, 1))
 }
 

@@ -28,6 +28,7 @@ pub mod harness;
 pub mod hostile;
 pub mod snapshot;
 pub mod streams;
+pub mod suspension;
 pub mod tamper;
 
 pub use harness::Harness;
@@ -175,12 +176,13 @@ pub enum Group {
 
 impl Group {
     /// Every group, in report order.
-    pub const ALL: [Group; 10] = [
+    pub const ALL: [Group; 11] = [
         Group::Family(ContractFamily::Execution),
         Group::Family(ContractFamily::Lease),
         Group::Family(ContractFamily::Scheduling),
         Group::Family(ContractFamily::WorkerRegistry),
         Group::Family(ContractFamily::Streams),
+        Group::Family(ContractFamily::Suspension),
         Group::Golden,
         Group::Differential,
         Group::Hostile,
@@ -339,6 +341,7 @@ pub fn all_cases() -> Vec<Case> {
     v.extend(hostile::cases());
     v.extend(anomalies::cases());
     v.extend(streams::cases());
+    v.extend(suspension::cases());
     v
 }
 
@@ -491,6 +494,13 @@ macro_rules! suite {
         #[test]
         fn conformance_streams() {
             $crate::run_group_for_test($factory, $crate::Group::Family(::ff_core::ContractFamily::Streams));
+        }
+        #[test]
+        fn conformance_suspension() {
+            $crate::run_group_for_test(
+                $factory,
+                $crate::Group::Family(::ff_core::ContractFamily::Suspension),
+            );
         }
         #[test]
         fn conformance_golden() {

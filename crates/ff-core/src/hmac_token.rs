@@ -402,7 +402,7 @@ fn is_lower_hex(b: u8) -> bool {
 
 /// Decodes mixed-case hex; `None` on odd length or a non-hex character.
 fn decode_hex(s: &str) -> Option<Vec<u8>> {
-    if s.len() % 2 != 0 {
+    if !s.len().is_multiple_of(2) {
         return None;
     }
     let nibble = |b: u8| (b as char).to_digit(16).map(|d| d as u8);

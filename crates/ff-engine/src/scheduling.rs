@@ -1,15 +1,10 @@
 //! Scheduling contracts: grants, priority, progress, promotion, admission blocks,
 //! eligible scan (spec 01 §6.15–6.17, §6.19–6.20, §6.25–6.26, §9, §11).
-//!
-//! Each function is validate → load → check → apply → index → reply. The only
-//! write before a failing check is the capability-mismatch stamp (spec 01 §5.6).
-
-use std::collections::BTreeSet;
 
 use ff_core::contracts::*;
 use ff_core::error::{ContentionKind, StateKind, ValidationKind};
 use ff_core::state::{
-    AttemptState, BlockingReason, EligibilityState, LifecyclePhase, OwnershipState, PublicState, StateVector,
+    AttemptState, BlockingReason, EligibilityState, LifecyclePhase, OwnershipState, PublicState,
 };
 use ff_core::{EngineError, ExecutionId, LaneId, TimestampMs};
 
@@ -17,54 +12,46 @@ use crate::common::*;
 use crate::records::{ExecCore, GrantRecord, IndexKey, LaneIndex};
 use crate::store::{Store, StoreResult};
 
-// ---------------------------------------------------------------- grants
-
-/// Parses a capability CSV within the spec 01 §9.4 bounds (inclusive maxima).
-fn parse_caps<'a>(side: &str, csv: &'a str) -> StoreResult<BTreeSet<&'a str>> {
-    let bound =
-        |what: &str| EngineError::validation(ValidationKind::InvalidCapabilities, format!("{side}:{what}"));
+/// Parses a capability CSV within bounds: `Err(detail)` names the bound.
+fn parse_csv<'a>(side: &str, csv: &'a str) -> Result<Vec<&'a str>, String> {
     if csv.len() > CAPS_CSV_BYTES_MAX {
-        return Err(bound("too_many_bytes"));
+        return Err(format!("{side}:too_many_bytes"));
     }
     let tokens: Vec<&str> = csv.split(',').filter(|t| !t.is_empty()).collect();
     if tokens.len() > CAPS_TOKENS_MAX {
-        return Err(bound("too_many_tokens"));
+        return Err(format!("{side}:too_many_tokens"));
     }
-    Ok(tokens.into_iter().collect())
+    Ok(tokens)
 }
 
-/// Rows 6–8 of spec 01 §6.15: bounds of both sides, then the subset check.
-/// `Ok(Some(missing))` is the sorted CSV of required tokens the worker lacks.
+/// The capability check of grant issuance (spec 01 §6.15 rows 6–8): `Ok(None)`
+/// when the worker matches, `Ok(Some(missing))` on a mismatch.
 fn missing_capabilities(core: &ExecCore, worker: &CapabilitySet) -> StoreResult<Option<String>> {
-    let required = parse_caps("required", core.required_capabilities.as_deref().unwrap_or(""))?;
+    let required_csv = core.required_capabilities.clone().unwrap_or_default();
+    let required = parse_csv("required", &required_csv)
+        .map_err(|d| EngineError::validation(ValidationKind::InvalidCapabilities, d))?;
     let worker_csv = worker.to_csv();
-    let have = parse_caps("worker", &worker_csv)?;
-    // BTreeSet difference iterates in sorted order.
-    let missing: Vec<&str> = required.difference(&have).copied().collect();
-    Ok(if missing.is_empty() { None } else { Some(missing.join(",")) })
+    let have = parse_csv("worker", &worker_csv)
+        .map_err(|d| EngineError::validation(ValidationKind::InvalidCapabilities, d))?;
+    let mut missing: Vec<&str> = required.into_iter().filter(|t| !have.contains(t)).collect();
+    if missing.is_empty() {
+        return Ok(None);
+    }
+    missing.sort_unstable();
+    missing.dedup();
+    Ok(Some(missing.join(",")))
 }
 
-/// The capability gate shared by both grant functions: on a mismatch it stamps
-/// `last_capability_mismatch_at` (the intentional §5.6 write) and returns the missing CSV.
-fn capability_gate(
-    store: &mut dyn Store,
-    core: &mut ExecCore,
-    worker: &CapabilitySet,
-    now: TimestampMs,
-) -> StoreResult<Option<String>> {
-    let Some(missing) = missing_capabilities(core, worker)? else { return Ok(None) };
+fn stamp_mismatch(store: &mut dyn Store, core: &mut ExecCore, now: TimestampMs) -> StoreResult<()> {
     core.last_capability_mismatch_at = Some(now);
     core.last_mutation_at = now;
-    store.put_exec(core)?;
-    Ok(Some(missing))
+    store.put_exec(core)
 }
 
-/// Whether a grant exists; a lapsed grant counts as absent (spec 01 §9.2).
 fn live_grant_exists(store: &dyn Store, id: &ExecutionId, now: TimestampMs) -> StoreResult<bool> {
     Ok(store.get_grant(id)?.is_some_and(|g| g.is_live(now)))
 }
 
-/// Writes the grant record (spec 01 §3.9); returns `grant_expires_at`.
 fn write_grant(
     store: &mut dyn Store,
     now: TimestampMs,
@@ -85,9 +72,8 @@ fn write_grant(
     Ok(expires)
 }
 
-/// The grant record's Valkey key, `ff:exec:T:E:claim_grant`.
 fn grant_key(id: &ExecutionId) -> String {
-    format!("ff:exec:{}:{}:claim_grant", id.hash_tag(), id)
+    ff_core::keys::ExecKeys::new(&id.hash_tag(), id.as_str()).claim_grant()
 }
 
 /// `ff_issue_claim_grant` (spec 01 §6.15).
@@ -97,24 +83,25 @@ pub fn issue_claim_grant(
     args: &IssueClaimGrantArgs,
 ) -> StoreResult<IssueClaimGrantOutcome> {
     args.validate()?;
-    let id = &args.execution_id;
-    let mut core = load(store, id)?;
+    let mut core = load(store, &args.execution_id)?;
     if core.state.lifecycle_phase != LifecyclePhase::Runnable
         || core.state.eligibility_state != EligibilityState::EligibleNow
     {
         return Err(EngineError::Contention(ContentionKind::ExecutionNotEligible));
     }
-    if live_grant_exists(store, id, now)? {
+    if live_grant_exists(store, &args.execution_id, now)? {
         return Err(EngineError::State(StateKind::GrantAlreadyExists));
     }
-    if store.index_score(&lane_key(&core, LaneIndex::Eligible), id.as_str())?.is_none() {
+    let eligible = lane_key(&core, LaneIndex::Eligible);
+    if store.index_score(&eligible, args.execution_id.as_str())?.is_none() {
         return Err(EngineError::Contention(ContentionKind::ExecutionNotInEligibleSet));
     }
-    if let Some(missing) = capability_gate(store, &mut core, &args.worker_capabilities, now)? {
+    if let Some(missing) = missing_capabilities(&core, &args.worker_capabilities)? {
+        stamp_mismatch(store, &mut core, now)?;
         return Err(EngineError::validation(ValidationKind::CapabilityMismatch, missing));
     }
-    // The execution stays in the eligible index: an unconsumed grant simply lapses.
     let expires = write_grant(store, now, args)?;
+    let id = &args.execution_id;
     Ok(IssueClaimGrantOutcome::Granted(ClaimGrant {
         execution_id: id.clone(),
         partition_key: id.partition().key(),
@@ -130,26 +117,31 @@ pub fn issue_reclaim_grant(
     args: &IssueReclaimGrantArgs,
 ) -> StoreResult<IssueReclaimGrantOutcome> {
     args.validate()?;
-    let id = &args.execution_id;
-    let mut core = load(store, id)?;
-    let not_reclaimable =
-        |detail: String| IssueReclaimGrantOutcome::NotReclaimable { execution_id: id.clone(), detail };
-    let reclaimable = core.state.lifecycle_phase == LifecyclePhase::Active
-        && matches!(
+    let mut core = load(store, &args.execution_id)?;
+    let not_reclaimable = || IssueReclaimGrantOutcome::NotReclaimable {
+        execution_id: args.execution_id.clone(),
+        detail: "execution_not_reclaimable".into(),
+    };
+    if core.state.lifecycle_phase != LifecyclePhase::Active
+        || !matches!(
             core.state.ownership_state,
             OwnershipState::LeaseExpiredReclaimable | OwnershipState::LeaseRevoked
-        );
-    if !reclaimable {
-        return Ok(not_reclaimable("execution_not_reclaimable".to_owned()));
+        )
+    {
+        return Ok(not_reclaimable());
     }
-    if live_grant_exists(store, id, now)? {
+    if live_grant_exists(store, &args.execution_id, now)? {
         return Err(EngineError::State(StateKind::GrantAlreadyExists));
     }
-    if let Some(missing) = capability_gate(store, &mut core, &args.worker_capabilities, now)? {
-        return Ok(not_reclaimable(format!("capability_mismatch: {missing}")));
+    if let Some(missing) = missing_capabilities(&core, &args.worker_capabilities)? {
+        stamp_mismatch(store, &mut core, now)?;
+        return Ok(IssueReclaimGrantOutcome::NotReclaimable {
+            execution_id: args.execution_id.clone(),
+            detail: format!("capability_mismatch: {missing}"),
+        });
     }
-    // The reclaim cap is not checked here (spec 01 §6.8 enforces it).
     let expires = write_grant(store, now, args)?;
+    let id = &args.execution_id;
     Ok(IssueReclaimGrantOutcome::Granted(LaneGrant {
         execution_id: id.clone(),
         partition_key: id.partition().key(),
@@ -158,8 +150,6 @@ pub fn issue_reclaim_grant(
         lane_id: core.lane_id.clone(),
     }))
 }
-
-// ---------------------------------------------------------------- priority and progress
 
 /// `ff_change_priority` (spec 01 §6.16).
 pub fn change_priority(
@@ -173,13 +163,12 @@ pub fn change_priority(
     {
         return Err(EngineError::Contention(ContentionKind::ExecutionNotEligible));
     }
-    let old_priority = core.priority;
+    let old = core.priority;
     core.priority = clamp_priority(args.new_priority);
     core.last_mutation_at = now;
-    // Add or re-score: membership is not required.
     add_eligible(store, &core)?;
     store.put_exec(&core)?;
-    Ok(PriorityChange { old_priority, new_priority: core.priority })
+    Ok(PriorityChange { old_priority: old, new_priority: core.priority })
 }
 
 /// `ff_update_progress` (spec 01 §6.17).
@@ -190,23 +179,8 @@ pub fn update_progress(
 ) -> StoreResult<()> {
     args.validate()?;
     let mut core = load(store, &args.execution_id)?;
-    check_progress_lease(&core, args, now)?;
-    if let Some(pct) = args.progress_pct {
-        core.progress_pct = Some(pct);
-    }
-    // An empty message is the wire's "leave unchanged", like `None`.
-    if let Some(msg) = args.progress_message.as_ref().filter(|m| !m.is_empty()) {
-        core.progress_message = Some(msg.clone());
-    }
-    core.progress_updated_at = Some(now);
-    core.last_mutation_at = now;
-    store.put_exec(&core)
-}
-
-/// The lease checks of `update_progress` (spec 01 §6.11): expiry is not marked, attempt id not compared.
-fn check_progress_lease(core: &ExecCore, args: &UpdateProgressArgs, now: TimestampMs) -> StoreResult<()> {
     if core.state.lifecycle_phase != LifecyclePhase::Active {
-        return Err(not_active(core));
+        return Err(not_active(&core));
     }
     if core.state.ownership_state == OwnershipState::LeaseRevoked {
         return Err(EngineError::State(StateKind::LeaseRevoked));
@@ -217,12 +191,18 @@ fn check_progress_lease(core: &ExecCore, args: &UpdateProgressArgs, now: Timesta
     if core.current_lease_id != Some(args.lease_id) || core.current_lease_epoch != args.lease_epoch {
         return Err(EngineError::State(StateKind::StaleLease));
     }
-    Ok(())
+    if let Some(p) = args.progress_pct {
+        core.progress_pct = Some(p);
+    }
+    if let Some(m) = &args.progress_message {
+        core.progress_message = Some(m.clone());
+    }
+    core.progress_updated_at = Some(now);
+    core.last_mutation_at = now;
+    store.put_exec(&core)
 }
 
-// ---------------------------------------------------------------- promotion and admission blocks
-
-/// `ff_promote_delayed` (spec 01 §6.19), the delayed-promoter hook.
+/// `ff_promote_delayed` (spec 01 §6.19).
 pub fn promote_delayed(
     store: &mut dyn Store,
     now: TimestampMs,
@@ -234,38 +214,33 @@ pub fn promote_delayed(
         store.index_remove(&delayed, id.as_str())?;
         return Ok(PromoteOutcome::NotFoundCleaned);
     };
-    let cleaned = if core.state.lifecycle_phase != LifecyclePhase::Runnable {
-        Some(PromoteOutcome::NotRunnableCleaned)
-    } else if core.state.eligibility_state != EligibilityState::NotEligibleUntilTime {
-        Some(PromoteOutcome::NotDelayedCleaned)
-    } else {
-        None
-    };
-    if let Some(outcome) = cleaned {
+    if core.state.lifecycle_phase != LifecyclePhase::Runnable {
         store.index_remove(&delayed, id.as_str())?;
-        return Ok(outcome);
+        return Ok(PromoteOutcome::NotRunnableCleaned);
     }
-    // Spec 01 §12 Spec (a): an empty `delay_until` counts as 0, i.e. due.
+    if core.state.eligibility_state != EligibilityState::NotEligibleUntilTime {
+        store.index_remove(&delayed, id.as_str())?;
+        return Ok(PromoteOutcome::NotDelayedCleaned);
+    }
     if core.delay_until.unwrap_or(0) > now {
         return Ok(PromoteOutcome::NotYetDue);
     }
-    // T3 keeps `attempt_state`, which routes the next claim (fresh, retry, replay or resumed).
-    let state = StateVector::runnable(
+    let attempt_state = core.state.attempt_state;
+    let state = ff_core::StateVector::runnable(
         EligibilityState::EligibleNow,
         BlockingReason::WaitingForWorker,
         String::new(),
-        core.state.attempt_state,
+        attempt_state,
     );
     transition(&mut core, state, now);
     core.delay_until = None;
-    store.index_remove(&delayed, id.as_str())?;
     store.index_remove(&lane_key(&core, LaneIndex::Delayed), id.as_str())?;
     add_eligible(store, &core)?;
     store.put_exec(&core)?;
     Ok(PromoteOutcome::Promoted)
 }
 
-/// The eligibility state and lane index of an admission block reason (spec 01 §6.26 table).
+/// The eligibility state and index of an admission block reason (spec 01 §6.26).
 fn block_target(reason: BlockingReason) -> Option<(EligibilityState, Option<LaneIndex>)> {
     Some(match reason {
         BlockingReason::WaitingForBudget => {
@@ -278,18 +253,9 @@ fn block_target(reason: BlockingReason) -> Option<(EligibilityState, Option<Lane
         BlockingReason::PausedByOperator => {
             (EligibilityState::BlockedByOperator, Some(LaneIndex::BlockedOperator))
         }
-        // `blocked_by_lane_state` has no index (spec 01 §4.7).
         BlockingReason::PausedByPolicy => (EligibilityState::BlockedByLaneState, None),
         _ => return None,
     })
-}
-
-/// An attempt state kept across a block or unblock, `pending_first_attempt` if none.
-fn kept_attempt_state(s: AttemptState) -> AttemptState {
-    match s {
-        AttemptState::None => AttemptState::PendingFirstAttempt,
-        other => other,
-    }
 }
 
 /// `ff_block_execution_for_admission` (spec 01 §6.26).
@@ -299,8 +265,7 @@ pub fn block_execution_for_admission(
     args: &BlockExecutionArgs,
 ) -> StoreResult<()> {
     args.validate()?;
-    let id = &args.execution_id;
-    let mut core = load(store, id)?;
+    let mut core = load(store, &args.execution_id)?;
     match core.state.lifecycle_phase {
         LifecyclePhase::Terminal => return Err(not_active(&core)),
         LifecyclePhase::Runnable => {}
@@ -309,15 +274,18 @@ pub fn block_execution_for_admission(
     let Some((eligibility, index)) = block_target(args.reason) else {
         return Err(EngineError::validation(ValidationKind::InvalidBlockingReason, args.reason.as_str()));
     };
-    let attempt_state = kept_attempt_state(core.state.attempt_state);
-    let mut state = StateVector::runnable(eligibility, args.reason, args.detail.clone(), attempt_state);
-    // Spec 01 §4.2 Spec: the stored public state is `rate_limited` for every admission block.
+    let attempt_state = match core.state.attempt_state {
+        AttemptState::None => AttemptState::PendingFirstAttempt,
+        other => other,
+    };
+    let mut state =
+        ff_core::StateVector::runnable(eligibility, args.reason, args.detail.clone(), attempt_state);
+    // The stored public state is `rate_limited` for every admission block (spec 01 §4.2).
     state.public_state = PublicState::RateLimited;
-    // Spec 01 §6.26 Spec: leave no stale delayed/blocked entry behind.
     remove_from_runnable_indexes(store, &core)?;
     transition(&mut core, state, now);
     if let Some(index) = index {
-        store.index_add(&lane_key(&core, index), id.as_str(), now)?;
+        store.index_add(&lane_key(&core, index), args.execution_id.as_str(), now)?;
     }
     store.put_exec(&core)
 }
@@ -328,8 +296,7 @@ pub fn unblock_execution(
     now: TimestampMs,
     args: &UnblockExecutionArgs,
 ) -> StoreResult<()> {
-    let id = &args.execution_id;
-    let mut core = load(store, id)?;
+    let mut core = load(store, &args.execution_id)?;
     let not_eligible = || EngineError::Contention(ContentionKind::ExecutionNotEligible);
     if core.state.lifecycle_phase != LifecyclePhase::Runnable {
         return Err(not_eligible());
@@ -344,28 +311,27 @@ pub fn unblock_execution(
     if args.expected_reason.is_some_and(|r| r != core.state.blocking_reason) {
         return Err(not_eligible());
     }
-    let state = StateVector::runnable(
+    let attempt_state = match core.state.attempt_state {
+        AttemptState::None => AttemptState::PendingFirstAttempt,
+        other => other,
+    };
+    let state = ff_core::StateVector::runnable(
         EligibilityState::EligibleNow,
         BlockingReason::WaitingForWorker,
         String::new(),
-        kept_attempt_state(core.state.attempt_state),
+        attempt_state,
     );
     transition(&mut core, state, now);
-    store.index_remove(&lane_key(&core, source), id.as_str())?;
+    store.index_remove(&lane_key(&core, source), args.execution_id.as_str())?;
     add_eligible(store, &core)?;
     store.put_exec(&core)
 }
 
-// ---------------------------------------------------------------- eligible index
-
-/// `scan_eligible_executions` (spec 01 §11.3): the head of a lane's eligible index on one partition.
+/// `scan_eligible_executions` (spec 01 §11.3): the head of a lane's eligible index.
 pub fn scan_eligible(store: &mut dyn Store, args: &ScanEligibleArgs) -> StoreResult<Vec<ExecutionId>> {
-    let limit = args.limit.min(LIST_LIMIT_MAX);
-    if limit == 0 {
-        return Ok(Vec::new());
-    }
     let key =
         IndexKey::Lane { partition: args.partition, lane: args.lane_id.clone(), kind: LaneIndex::Eligible };
+    let limit = args.limit.clamp(1, LIST_LIMIT_MAX);
     store
         .index_range(&key, None, i64::MAX, limit)?
         .into_iter()

@@ -1089,6 +1089,6 @@ pub fn observe_signals(store: &mut dyn Store, id: &ExecutionId) -> StoreResult<V
             payload: r.payload,
         });
     }
-    out.sort_by(|a, b| (a.accepted_at, a.signal_id).cmp(&(b.accepted_at, b.signal_id)));
+    out.sort_by_key(|s| (s.accepted_at, s.signal_id));
     Ok(out)
 }

@@ -1,0 +1,514 @@
+//! Suspension, waitpoints, signals and HMAC tokens (spec 02 §2–§9).
+
+use ff_core::contracts::ScannerKind;
+use ff_core::hmac_token::RotateOutcome;
+use ff_core::suspension::*;
+use ff_core::{ContractFamily, EngineError, LeaseFence, PublicState, SignalId, SuspensionId, WaitpointId};
+use uuid::Uuid;
+
+use crate::cases::assert_invariants;
+use crate::{Case, Ctx, Group, Harness, case, rejects, rejects_with_write};
+
+/// A 32-byte secret in hex.
+pub const SECRET_A: &str = "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f";
+/// Another one.
+pub const SECRET_B: &str = "1111111111111111111111111111111111111111111111111111111111111111";
+
+fn harness(ctx: &Ctx) -> Harness {
+    match Harness::new(&ctx.fixture) {
+        Some(h) => h,
+        None => panic!("suspension cases need a simulated clock"),
+    }
+}
+
+fn wp(n: u64) -> WaitpointId {
+    WaitpointId::from_uuid(Uuid::from_u64_pair(0x3a17, n))
+}
+
+fn sid(n: u64) -> SignalId {
+    SignalId::from_uuid(Uuid::from_u64_pair(0x5160, n))
+}
+
+fn susp(n: u64) -> SuspensionId {
+    SuspensionId::from_uuid(Uuid::from_u64_pair(0x5055, n))
+}
+
+fn fresh(n: u64, key: &str) -> WaitpointBinding {
+    WaitpointBinding::Fresh { waitpoint_id: wp(n), waitpoint_key: key.into() }
+}
+
+fn on(key: &str, matcher: SignalMatcher) -> ResumeCondition {
+    ResumeCondition::Single { waitpoint_key: key.into(), matcher }
+}
+
+fn by_name(n: &str) -> SignalMatcher {
+    SignalMatcher::ByName(n.into())
+}
+
+/// Seeds the keystore and leases `name` to `w1`.
+async fn leased(h: &mut Harness, name: &str) {
+    let _ = h.b.seed_waitpoint_hmac_secret("k1", SECRET_A).await;
+    h.create(name).await;
+    h.grant_claim(name, "w1").await;
+}
+
+/// Suspends `name` on one fresh waitpoint; returns its token.
+async fn suspend_on(
+    h: &mut Harness,
+    name: &str,
+    n: u64,
+    key: &str,
+    c: ResumeCondition,
+) -> Result<SuspendOutcome, EngineError> {
+    let args = SuspendArgs::new(susp(n), fresh(n, key), c, SuspensionReasonCode::WaitingForSignal);
+    let handle = h.last_claim(name).handle;
+    let r = h.b.suspend(&handle, args).await;
+    let line = match &r {
+        Ok(SuspendOutcome::Suspended { .. }) => format!("suspend {name} on {key} -> suspended"),
+        Ok(other) => format!("suspend {name} on {key} -> {other:?}"),
+        Err(e) => format!("suspend {name} on {key} -> {}", h.err(e)),
+    };
+    h.say(line);
+    r
+}
+
+fn token_of(o: &SuspendOutcome) -> String {
+    match o {
+        SuspendOutcome::Suspended { details, .. } | SuspendOutcome::AlreadySatisfied { details } => {
+            details.primary.waitpoint_token.clone()
+        }
+        _ => String::new(),
+    }
+}
+
+fn signal(h: &Harness, name: &str, w: u64, n: u64, signal_name: &str, token: &str) -> DeliverSignalArgs {
+    DeliverSignalArgs {
+        execution_id: h.id(name),
+        waitpoint_id: wp(w),
+        signal_id: sid(n),
+        signal_name: signal_name.into(),
+        signal_category: "test".into(),
+        source_type: "tester".into(),
+        source_identity: format!("src-{n}"),
+        payload: Some(format!("payload {n}").into_bytes()),
+        payload_encoding: None,
+        correlation_id: None,
+        idempotency_key: None,
+        created_at: None,
+        dedup_ttl_ms: None,
+        resume_delay_ms: None,
+        max_signals_per_execution: None,
+        signal_maxlen: None,
+        waitpoint_token: token.into(),
+    }
+}
+
+async fn send(
+    h: &mut Harness,
+    name: &str,
+    args: DeliverSignalArgs,
+) -> Result<DeliverSignalOutcome, EngineError> {
+    let label = format!("signal {} to {name}", args.signal_name);
+    let r = h.b.deliver_signal(args).await;
+    let line = match &r {
+        Ok(DeliverSignalOutcome::Accepted { effect, .. }) => format!("{label} -> {effect}"),
+        Ok(other) => format!("{label} -> {other:?}"),
+        Err(e) => format!("{label} -> {}", h.err(e)),
+    };
+    h.say(line);
+    r
+}
+
+async fn hmac_tokens(ctx: Ctx) {
+    let mut h = harness(&ctx);
+    let b = h.b.clone();
+    let bad_seed = b.seed_waitpoint_hmac_secret("k1", "abc").await;
+    assert!(matches!(bad_seed, Err(EngineError::Validation { .. })), "{bad_seed:?}");
+    leased(&mut h, "e1").await;
+    let again = b.seed_waitpoint_hmac_secret("k1", SECRET_A).await.expect("re-seed");
+    assert_eq!(
+        again,
+        ff_core::hmac_token::SeedOutcome::AlreadySeeded { kid: "k1".into(), same_secret: true }
+    );
+    let out = suspend_on(&mut h, "e1", 1, "wk", on("wk", by_name("go"))).await.expect("suspend");
+    let token = token_of(&out);
+    assert!(token.starts_with("k1:") && token.len() == 3 + 40, "{token}");
+    let forged = format!("k1:{}", "0".repeat(40));
+    let truncated = token[..token.len() - 1].to_owned();
+    let upper = token.to_uppercase().replacen("K1", "k1", 1);
+    let unknown = format!("k9:{}", &token[3..]);
+    for bad in [String::new(), forged, truncated, upper, unknown, "nocolon".into()] {
+        let a = signal(&h, "e1", 1, 1, "go", &bad);
+        h.advance(1);
+        rejects_with_write!(h, b.deliver_signal(a), "invalid_token");
+    }
+    // Rotation: the old kid verifies inside its grace window, not after.
+    match b.rotate_waitpoint_hmac_secret_all("k2", SECRET_B, 1_000).await.expect("rotate").first() {
+        Some((_, Ok(RotateOutcome::Rotated { previous_kid, .. }))) => {
+            assert_eq!(previous_kid.as_deref(), Some("k1"))
+        }
+        other => panic!("rotation: {other:?}"),
+    }
+    let reuse = b.rotate_waitpoint_hmac_secret_all("k1", SECRET_B, 1_000).await.expect("rotate call");
+    assert!(
+        matches!(reuse.first(), Some((_, Err(EngineError::Conflict(_))))),
+        "kid reuse must conflict: {reuse:?}"
+    );
+    let (current, verifying) = b.list_waitpoint_hmac_kids().await.expect("kids");
+    assert_eq!(current.as_deref(), Some("k2"));
+    assert_eq!(verifying.iter().map(|k| k.kid.as_str()).collect::<Vec<_>>(), ["k1"]);
+    h.advance(1_000);
+    let ok = {
+        let a = signal(&h, "e1", 1, 2, "wait", &token);
+        send(&mut h, "e1", a).await
+    }
+    .expect("inside grace");
+    assert!(matches!(ok, DeliverSignalOutcome::Accepted { .. }));
+    h.advance(1);
+    let late = signal(&h, "e1", 1, 3, "go", &token);
+    rejects_with_write!(h, b.deliver_signal(late), "invalid_token");
+    assert_invariants(&h, &ctx).await;
+}
+
+async fn suspend_codes(ctx: Ctx) {
+    let mut h = harness(&ctx);
+    leased(&mut h, "e1").await;
+    let b = h.b.clone();
+    let c = h.last_claim("e1");
+    let args = || {
+        SuspendArgs::new(
+            susp(1),
+            fresh(1, "k"),
+            on("k", SignalMatcher::Wildcard),
+            SuspensionReasonCode::WaitingForSignal,
+        )
+    };
+    let req = |fence: Option<LeaseFence>, index: u32| SuspendByTripleArgs {
+        execution_id: c.execution_id.clone(),
+        attempt_index: index,
+        fence,
+        args: args(),
+    };
+    let fence = Some(h.fence("e1", None));
+    rejects!(h, b.suspend_by_triple(req(None, 0)), "fence_required");
+    let stale = Some(LeaseFence { lease_epoch: 9, ..h.fence("e1", None) });
+    rejects!(h, b.suspend_by_triple(req(stale, 0)), "stale_lease");
+    rejects!(h, b.suspend_by_triple(req(fence.clone(), 3)), "invalid_lease_for_suspend");
+    let mut mismatch = req(fence.clone(), 0);
+    mismatch.args.resume_condition = on("other", SignalMatcher::Wildcard);
+    rejects!(h, b.suspend_by_triple(mismatch), "invalid_input");
+    let pending = |w: u64| {
+        let mut r = req(fence.clone(), 0);
+        r.args.waitpoints = vec![WaitpointBinding::UsePending { waitpoint_id: wp(w) }];
+        r
+    };
+    rejects!(h, b.suspend_by_triple(pending(77)), "waitpoint_not_found");
+    let created = b.create_waitpoint(&c.handle, wp(5), "k", 500).await.expect("pending waitpoint");
+    assert!(created.hmac_token.starts_with("k1:"));
+    rejects!(h, b.create_waitpoint(&c.handle, wp(5), "k", 500), "waitpoint_already_exists");
+    h.advance(500);
+    rejects!(h, b.suspend_by_triple(pending(5)), "pending_waitpoint_expired");
+    // Suspend for real; a Suspended handle cannot suspend again.
+    let out = b.suspend_by_triple(req(fence.clone(), 0)).await.expect("suspend");
+    let SuspendOutcome::Suspended { handle: Some(parked), .. } = out else { panic!("{out:?}") };
+    rejects!(h, b.suspend(&parked, args()), "already_suspended");
+    rejects!(h, b.suspend_by_triple(req(fence.clone(), 0)), "execution_not_active");
+    rejects!(h, b.suspend_by_triple(pending(5)), "execution_not_active");
+    let snap = b.describe_execution(&h.id("e1")).await.expect("describe").expect("present");
+    assert_eq!(snap.public_state, PublicState::Suspended);
+    assert!(snap.current_lease.is_none(), "a suspended execution holds no lease");
+    // Expired lease: suspend marks it (intentional write) and refuses.
+    leased(&mut h, "e2").await;
+    h.advance(10_000);
+    let c2 = h.last_claim("e2");
+    let r2 = SuspendByTripleArgs {
+        execution_id: c2.execution_id.clone(),
+        attempt_index: 0,
+        fence: Some(h.fence("e2", None)),
+        args: args(),
+    };
+    rejects_with_write!(h, b.suspend_by_triple(r2), "lease_expired");
+    assert_invariants(&h, &ctx).await;
+}
+
+async fn signal_codes(ctx: Ctx) {
+    let mut h = harness(&ctx);
+    leased(&mut h, "e1").await;
+    let b = h.b.clone();
+    let token = token_of(&suspend_on(&mut h, "e1", 1, "k", on("k", by_name("go"))).await.expect("suspend"));
+    let mut missing = signal(&h, "e1", 1, 1, "go", &token);
+    missing.execution_id = crate::cases::missing();
+    rejects!(h, b.deliver_signal(missing), "execution_not_found");
+    let noise = {
+        let a = signal(&h, "e1", 1, 1, "noise", &token);
+        send(&mut h, "e1", a).await
+    }
+    .expect("no_op");
+    assert!(matches!(noise, DeliverSignalOutcome::Accepted { ref effect, .. } if effect == "no_op"));
+    let mut limited = signal(&h, "e1", 1, 2, "go", &token);
+    limited.max_signals_per_execution = Some(1);
+    rejects!(h, b.deliver_signal(limited), "signal_limit_exceeded");
+    let mut keyed = signal(&h, "e1", 1, 3, "other", &token);
+    keyed.idempotency_key = Some("once".into());
+    send(&mut h, "e1", keyed.clone()).await.expect("first");
+    keyed.signal_id = sid(4);
+    let dup = b.deliver_signal(keyed).await.expect("duplicate");
+    assert_eq!(dup, DeliverSignalOutcome::Duplicate { existing_signal_id: sid(3) });
+    let go = {
+        let a = signal(&h, "e1", 1, 5, "go", &token);
+        send(&mut h, "e1", a).await
+    }
+    .expect("resume");
+    assert!(
+        matches!(go, DeliverSignalOutcome::Accepted { ref effect, .. } if effect == "resume_condition_satisfied")
+    );
+    assert_eq!(b.read_execution_state(&h.id("e1")).await.expect("state"), Some(PublicState::Waiting));
+    // Closed now: another signal on the same waitpoint is refused.
+    rejects!(h, b.deliver_signal(signal(&h, "e1", 1, 6, "go", &token)), "target_not_signalable");
+    let seen = b.observe_execution_signals(&h.id("e1")).await.expect("observe");
+    assert_eq!(seen.iter().map(|s| s.signal_id).collect::<Vec<_>>(), [sid(5)]);
+    assert_eq!(seen[0].payload.as_deref(), Some(&b"payload 5"[..]));
+    h.cancel("e1").await.expect("cancel");
+    rejects!(h, b.deliver_signal(signal(&h, "e1", 1, 7, "go", &token)), "target_not_signalable");
+    assert_invariants(&h, &ctx).await;
+}
+
+async fn composite_and_resume_delay(ctx: Ctx) {
+    let mut h = harness(&ctx);
+    leased(&mut h, "e1").await;
+    let b = h.b.clone();
+    let cond = ResumeCondition::all_of_waitpoints(["a", "b"]);
+    let mut args = SuspendArgs::new(susp(1), fresh(1, "a"), cond, SuspensionReasonCode::WaitingForCallback);
+    args.waitpoints.push(fresh(2, "b"));
+    let handle = h.last_claim("e1").handle;
+    let out = b.suspend(&handle, args).await.expect("suspend on two waitpoints");
+    let SuspendOutcome::Suspended { details, .. } = out else { panic!("{out:?}") };
+    let (ta, tb) =
+        (details.primary.waitpoint_token.clone(), details.additional_waitpoints[0].waitpoint_token.clone());
+    let effect = |o: DeliverSignalOutcome| match o {
+        DeliverSignalOutcome::Accepted { effect, .. } => effect,
+        other => format!("{other:?}"),
+    };
+    assert_eq!(
+        effect(b.deliver_signal(signal(&h, "e1", 1, 1, "x", &ta)).await.expect("a")),
+        "appended_to_waitpoint"
+    );
+    assert_eq!(
+        effect(b.deliver_signal(signal(&h, "e1", 1, 2, "x", &ta)).await.expect("a again")),
+        "appended_to_waitpoint_duplicate"
+    );
+    let mut last = signal(&h, "e1", 2, 3, "x", &tb);
+    last.resume_delay_ms = Some(2_000);
+    assert_eq!(effect(b.deliver_signal(last).await.expect("b")), "resume_condition_satisfied");
+    let snap = b.describe_execution(&h.id("e1")).await.expect("describe").expect("present");
+    assert_eq!(snap.public_state, PublicState::Delayed, "resume delay");
+    assert_eq!(snap.delay_until, Some(h.now() + 2_000));
+    // The primary waitpoint closed with the suspension.
+    rejects!(h, b.deliver_signal(signal(&h, "e1", 1, 4, "x", &ta)), "target_not_signalable");
+    h.advance(2_000);
+    h.scan(ScannerKind::DelayedPromoter).await;
+    h.grant("e1", "w2", &[]).await.expect("grant");
+    h.claim_resumed("e1", "w2").await.expect("claim resumed");
+    let c = h.last_claim("e1");
+    assert_eq!(c.attempt_index, 0, "a resumed claim continues the same attempt");
+    assert_eq!(c.lease_epoch, 2, "and bumps the epoch");
+    let seen = b.observe_execution_signals(&h.id("e1")).await.expect("observe");
+    assert_eq!(seen.len(), 2, "both satisfiers: {seen:?}");
+    assert_invariants(&h, &ctx).await;
+}
+
+async fn idempotent_suspend_replays_the_outcome(ctx: Ctx) {
+    let mut h = harness(&ctx);
+    leased(&mut h, "e1").await;
+    let b = h.b.clone();
+    let mut args = SuspendArgs::new(
+        susp(1),
+        fresh(1, "k"),
+        on("k", SignalMatcher::Wildcard),
+        SuspensionReasonCode::WaitingForSignal,
+    );
+    args.idempotency_key = Some("retry-1".into());
+    let handle = h.last_claim("e1").handle;
+    let first = b.suspend(&handle, args.clone()).await.expect("first");
+    let before = h.dump().await;
+    let second = b.suspend(&handle, args).await.expect("replayed");
+    assert_eq!(token_of(&first), token_of(&second));
+    assert_eq!(before, h.dump().await, "a replayed suspend writes nothing");
+}
+
+/// Every timeout behaviour does what spec 02 §9.2 says at the deadline.
+async fn suspension_timeout_behaviours(ctx: Ctx) {
+    let mut h = harness(&ctx);
+    let behaviours = [
+        TimeoutBehavior::Fail,
+        TimeoutBehavior::Cancel,
+        TimeoutBehavior::Expire,
+        TimeoutBehavior::AutoResumeWithTimeoutSignal,
+        TimeoutBehavior::Escalate,
+    ];
+    for (i, beh) in behaviours.iter().enumerate() {
+        let name = format!("e-{}", beh.as_str());
+        leased(&mut h, &name).await;
+        let at = h.now() + 1_000;
+        let args = SuspendArgs::new(
+            susp(i as u64),
+            fresh(10 + i as u64, "k"),
+            ResumeCondition::TimeoutOnly,
+            SuspensionReasonCode::WaitingForApproval,
+        )
+        .with_timeout(at, *beh);
+        let handle = h.last_claim(&name).handle;
+        h.b.suspend(&handle, args).await.expect("suspend with timeout");
+        h.say(format!("suspend {name} until t+{} ({})", at - h.now() + 1_000 - 1_000, beh.as_str()));
+    }
+    h.advance(999);
+    h.scan(ScannerKind::SuspensionTimeout).await;
+    h.advance(1);
+    h.scan(ScannerKind::SuspensionTimeout).await;
+    for beh in behaviours {
+        h.show(&format!("e-{}", beh.as_str())).await;
+    }
+    h.scan(ScannerKind::SuspensionTimeout).await;
+    assert_invariants(&h, &ctx).await;
+    insta::assert_snapshot!("suspension_timeout_behaviours", h.transcript());
+}
+
+async fn suspend_signal_resume_claim_complete(ctx: Ctx) {
+    let mut h = harness(&ctx);
+    leased(&mut h, "e1").await;
+    let token = token_of(
+        &suspend_on(&mut h, "e1", 1, "approval", on("approval", by_name("approved"))).await.expect("suspend"),
+    );
+    h.show("e1").await;
+    {
+        let a = signal(&h, "e1", 1, 1, "rejected", &token);
+        send(&mut h, "e1", a).await
+    }
+    .expect("no_op");
+    {
+        let a = signal(&h, "e1", 1, 2, "approved", &token);
+        send(&mut h, "e1", a).await
+    }
+    .expect("resume");
+    h.show("e1").await;
+    h.grant("e1", "w2", &[]).await.expect("grant");
+    h.claim("e1", "w2").await.expect_err("an interrupted attempt needs the resumed claim");
+    h.claim_resumed("e1", "w2").await.expect("claim resumed");
+    h.complete("e1").await.expect("complete");
+    h.show("e1").await;
+    let old = h.claims["e1"][0].handle.clone();
+    let r = h.b.complete(&old, None).await;
+    h.say(format!(
+        "complete with the pre-suspend handle -> {}",
+        r.map(|_| "ok".to_owned()).unwrap_or_else(|e| h.err(&e))
+    ));
+    assert_invariants(&h, &ctx).await;
+    insta::assert_snapshot!("suspend_signal_resume_claim_complete", h.transcript());
+}
+
+async fn buffered_signal_consumed_by_suspend(ctx: Ctx) {
+    let mut h = harness(&ctx);
+    leased(&mut h, "e1").await;
+    let b = h.b.clone();
+    let handle = h.last_claim("e1").handle;
+    let pending = b.create_waitpoint(&handle, wp(1), "callback", 60_000).await.expect("pending");
+    h.say("create pending waitpoint callback".into());
+    {
+        let a = signal(&h, "e1", 1, 1, "done", &pending.hmac_token);
+        send(&mut h, "e1", a).await
+    }
+    .expect("buffered");
+    let mut args = SuspendArgs::new(
+        susp(1),
+        WaitpointBinding::UsePending { waitpoint_id: wp(1) },
+        on("callback", by_name("done")),
+        SuspensionReasonCode::WaitingForCallback,
+    );
+    args.timeout_at = None;
+    let out = b.suspend(&handle, args).await.expect("suspend on pending");
+    h.say(format!(
+        "suspend e1 on pending callback -> {}",
+        match out {
+            SuspendOutcome::AlreadySatisfied { .. } => "already satisfied",
+            _ => "suspended",
+        }
+    ));
+    h.show("e1").await;
+    h.complete("e1").await.expect("the lease survived an already-satisfied suspend");
+    // A second pending waitpoint whose buffered signal does not satisfy: suspend parks.
+    leased(&mut h, "e2").await;
+    let handle = h.last_claim("e2").handle;
+    let p2 = b.create_waitpoint(&handle, wp(2), "callback2", 60_000).await.expect("pending");
+    {
+        let a = signal(&h, "e2", 2, 2, "noise", &p2.hmac_token);
+        send(&mut h, "e2", a).await
+    }
+    .expect("buffered");
+    let args = SuspendArgs::new(
+        susp(2),
+        WaitpointBinding::UsePending { waitpoint_id: wp(2) },
+        on("callback2", by_name("done")),
+        SuspensionReasonCode::WaitingForCallback,
+    );
+    b.suspend(&handle, args).await.expect("suspend");
+    h.show("e2").await;
+    {
+        let a = signal(&h, "e2", 2, 3, "done", &p2.hmac_token);
+        send(&mut h, "e2", a).await
+    }
+    .expect("resume");
+    h.show("e2").await;
+    assert_invariants(&h, &ctx).await;
+    insta::assert_snapshot!("buffered_signal_consumed_by_suspend", h.transcript());
+}
+
+async fn operator_resume_and_cancel_while_suspended(ctx: Ctx) {
+    let mut h = harness(&ctx);
+    leased(&mut h, "e1").await;
+    let b = h.b.clone();
+    let token =
+        token_of(&suspend_on(&mut h, "e1", 1, "k", ResumeCondition::OperatorOnly).await.expect("suspend"));
+    let named = {
+        let a = signal(&h, "e1", 1, 1, "__operator_only__", &token);
+        send(&mut h, "e1", a).await
+    }
+    .expect("recorded");
+    assert!(
+        matches!(named, DeliverSignalOutcome::Accepted { ref effect, .. } if effect == "no_op"),
+        "operator-only is not signal-satisfiable"
+    );
+    let out = b
+        .resume_execution(ResumeExecutionArgs { execution_id: h.id("e1"), resume_delay_ms: 0 })
+        .await
+        .expect("resume");
+    assert_eq!(out.public_state, PublicState::Waiting);
+    rejects!(
+        h,
+        b.resume_execution(ResumeExecutionArgs { execution_id: h.id("e1"), resume_delay_ms: 0 }),
+        "execution_not_suspended"
+    );
+    rejects!(h, b.deliver_signal(signal(&h, "e1", 1, 2, "x", &token)), "target_not_signalable");
+    leased(&mut h, "e2").await;
+    let t2 =
+        token_of(&suspend_on(&mut h, "e2", 2, "k", on("k", SignalMatcher::Wildcard)).await.expect("suspend"));
+    h.cancel("e2").await.expect("cancel a suspended execution");
+    rejects!(h, b.deliver_signal(signal(&h, "e2", 2, 3, "x", &t2)), "target_not_signalable");
+    assert_invariants(&h, &ctx).await;
+}
+
+/// The suspension cases.
+pub fn cases() -> Vec<Case> {
+    let g = Group::Family(ContractFamily::Suspension);
+    let golden = |c: Case| Case { requires: ContractFamily::Suspension, ..c };
+    vec![
+        case!(g, hmac_tokens),
+        case!(g, suspend_codes),
+        case!(g, signal_codes),
+        case!(g, composite_and_resume_delay),
+        case!(g, idempotent_suspend_replays_the_outcome),
+        case!(g, operator_resume_and_cancel_while_suspended),
+        golden(case!(Group::Golden, suspension_timeout_behaviours)),
+        golden(case!(Group::Golden, suspend_signal_resume_claim_complete)),
+        golden(case!(Group::Golden, buffered_signal_consumed_by_suspend)),
+    ]
+}
