@@ -496,6 +496,57 @@ async fn operator_resume_and_cancel_while_suspended(ctx: Ctx) {
     assert_invariants(&h, &ctx).await;
 }
 
+/// Spec 02 §19 fixes, pinned: pending waitpoints are listed (1), closing an active
+/// waitpoint closes its condition (3), a token for another execution is refused (5),
+/// a retried keyed delivery after resume is a duplicate (7).
+async fn reference_defects_stay_fixed(ctx: Ctx) {
+    let mut h = harness(&ctx);
+    leased(&mut h, "e1").await;
+    let b = h.b.clone();
+    let handle = h.last_claim("e1").handle;
+    let pending = b.create_waitpoint(&handle, wp(1), "pk", 60_000).await.expect("pending");
+    let (listed, _) = b.list_pending_waitpoints(&h.id("e1"), None, 10).await.expect("list");
+    assert_eq!(listed.iter().map(|w| w.waitpoint_id).collect::<Vec<_>>(), [wp(1)], "a pending waitpoint is listed");
+    assert_eq!(listed[0].state, WaitpointState::Pending);
+    assert_eq!(listed[0].token_kid, "k1");
+    assert_eq!(listed[0].token_fingerprint, pending.hmac_token[3..19]);
+    // (5) a token of e1's waitpoint cannot act on e2.
+    leased(&mut h, "e2").await;
+    let mut foreign = signal(&h, "e1", 1, 1, "x", &pending.hmac_token);
+    foreign.execution_id = h.id("e2");
+    rejects_with_write!(h, b.deliver_signal(foreign), "invalid_token");
+    // (7) keyed delivery, resume, then the same key again → Duplicate.
+    let t2 = token_of(&suspend_on(&mut h, "e2", 2, "k", on("k", SignalMatcher::Wildcard)).await.expect("suspend"));
+    let mut keyed = signal(&h, "e2", 2, 2, "x", &t2);
+    keyed.idempotency_key = Some("retry".into());
+    send(&mut h, "e2", keyed.clone()).await.expect("resumes");
+    let again = b.deliver_signal(keyed).await.expect("retried delivery");
+    assert_eq!(again, DeliverSignalOutcome::Duplicate { existing_signal_id: sid(2) });
+    // (3) closing an active waitpoint closes its condition: signals are refused.
+    leased(&mut h, "e3").await;
+    let t3 = token_of(&suspend_on(&mut h, "e3", 3, "k", on("k", by_name("go"))).await.expect("suspend"));
+    assert!(b.close_waitpoint(&h.id("e3"), &wp(3), "").await.expect("close"));
+    assert!(!b.close_waitpoint(&h.id("e3"), &wp(3), "").await.expect("close again"), "already closed");
+    rejects!(h, b.deliver_signal(signal(&h, "e3", 3, 3, "go", &t3)), "waitpoint_closed");
+    let (page, next) = b.list_suspended(h.id("e3").partition_index(), None, 10).await.expect("list suspended");
+    assert!(page.iter().any(|e| e.execution_id == h.id("e3") && e.reason == "waiting_for_signal"), "{page:?}");
+    assert!(next.is_none());
+    // Approval signals use the stored token and check the lane.
+    let approval = DeliverApprovalSignalArgs {
+        execution_id: h.id("e3"),
+        lane_id: ff_core::LaneId::new("elsewhere"),
+        waitpoint_id: wp(3),
+        signal_id: sid(9),
+        signal_name: "approved".into(),
+        idempotency_suffix: "1".into(),
+        signal_dedup_ttl_ms: None,
+        maxlen: None,
+        max_signals_per_execution: None,
+    };
+    rejects!(h, b.deliver_approval_signal(approval), "invalid_input");
+    assert_invariants(&h, &ctx).await;
+}
+
 /// The suspension cases.
 pub fn cases() -> Vec<Case> {
     let g = Group::Family(ContractFamily::Suspension);
@@ -507,6 +558,7 @@ pub fn cases() -> Vec<Case> {
         case!(g, composite_and_resume_delay),
         case!(g, idempotent_suspend_replays_the_outcome),
         case!(g, operator_resume_and_cancel_while_suspended),
+        case!(g, reference_defects_stay_fixed),
         golden(case!(Group::Golden, suspension_timeout_behaviours)),
         golden(case!(Group::Golden, suspend_signal_resume_claim_complete)),
         golden(case!(Group::Golden, buffered_signal_consumed_by_suspend)),

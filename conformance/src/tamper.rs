@@ -449,4 +449,22 @@ impl EngineBackend for Tamper {
     async fn list_waitpoint_hmac_kids(&self) -> Result<(Option<String>, Vec<KidInfo>), EngineError> {
         self.inner.list_waitpoint_hmac_kids().await
     }
+
+    async fn list_pending_waitpoints(
+        &self,
+        execution_id: &ExecutionId,
+        after: Option<WaitpointId>,
+        limit: usize,
+    ) -> Result<(Vec<PendingWaitpointInfo>, Option<WaitpointId>), EngineError> {
+        self.inner.list_pending_waitpoints(execution_id, after, limit).await
+    }
+
+    async fn list_suspended(
+        &self,
+        partition: u16,
+        after: Option<ExecutionId>,
+        limit: usize,
+    ) -> Result<(Vec<SuspendedExecutionEntry>, Option<ExecutionId>), EngineError> {
+        self.inner.list_suspended(partition, after, limit).await
+    }
 }

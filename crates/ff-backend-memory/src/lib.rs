@@ -94,6 +94,7 @@ impl StoreRunner for MemoryRunner {
             "stream_best_effort_live",
             "seed_waitpoint_hmac_secret",
             "rotate_waitpoint_hmac_secret_all",
+            "list_pending_waitpoints",
         ] {
             supports.set(name, true);
         }

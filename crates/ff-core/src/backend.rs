@@ -248,6 +248,22 @@ pub trait EngineBackend: Send + Sync + 'static {
         execution_id: &ExecutionId,
     ) -> Result<Vec<ResumeSignal>, EngineError>;
 
+    /// Open waitpoints of an execution, paged by id (spec 02 §3.6).
+    async fn list_pending_waitpoints(
+        &self,
+        execution_id: &ExecutionId,
+        after: Option<WaitpointId>,
+        limit: usize,
+    ) -> Result<(Vec<PendingWaitpointInfo>, Option<WaitpointId>), EngineError>;
+
+    /// Suspended executions of a partition, paged (spec 02 §11.5).
+    async fn list_suspended(
+        &self,
+        partition: u16,
+        after: Option<ExecutionId>,
+        limit: usize,
+    ) -> Result<(Vec<SuspendedExecutionEntry>, Option<ExecutionId>), EngineError>;
+
     /// Installs the first HMAC kid if absent (spec 02 §2.9).
     async fn seed_waitpoint_hmac_secret(
         &self,
@@ -515,6 +531,45 @@ pub trait EngineBackend: Send + Sync + 'static {
             expires_in_ms,
         };
         self.create_pending_waitpoint(args).await
+    }
+
+    /// Delivers an approval signal with the waitpoint's stored token (spec 02 §11.2).
+    async fn deliver_approval_signal(
+        &self,
+        args: DeliverApprovalSignalArgs,
+    ) -> Result<DeliverSignalOutcome, EngineError> {
+        let token = self
+            .read_waitpoint_token(&args.waitpoint_id)
+            .await?
+            .ok_or(EngineError::NotFound { entity: "waitpoint" })?;
+        let lane = self.describe_execution(&args.execution_id).await?.map(|s| s.lane_id);
+        let lane = lane.ok_or_else(EngineError::execution_not_found)?;
+        if lane != args.lane_id {
+            return Err(EngineError::invalid_input(format!(
+                "lane_mismatch: args.lane_id={} exec_core.lane_id={lane}",
+                args.lane_id
+            )));
+        }
+        let deliver = DeliverSignalArgs {
+            execution_id: args.execution_id,
+            waitpoint_id: args.waitpoint_id,
+            signal_id: args.signal_id,
+            signal_name: args.signal_name.clone(),
+            signal_category: "approval".into(),
+            source_type: "operator".into(),
+            source_identity: String::new(),
+            payload: None,
+            payload_encoding: None,
+            correlation_id: None,
+            idempotency_key: Some(format!("approval:{}:{}", args.signal_name, args.idempotency_suffix)),
+            created_at: None,
+            dedup_ttl_ms: args.signal_dedup_ttl_ms,
+            resume_delay_ms: None,
+            max_signals_per_execution: args.max_signals_per_execution,
+            signal_maxlen: args.maxlen,
+            waitpoint_token: token,
+        };
+        self.deliver_signal(deliver).await
     }
 
     /// The signals that satisfied the handle's last suspension.

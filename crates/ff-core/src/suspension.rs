@@ -692,6 +692,80 @@ pub struct ResumeSignal {
     pub payload: Option<Vec<u8>>,
 }
 
+/// A waitpoint's lifecycle.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WaitpointState {
+    /// Token minted, not bound to a suspension: signals are buffered.
+    Pending,
+    /// Bound to a suspension: signals are evaluated.
+    Active,
+    /// Terminal.
+    Closed,
+}
+
+/// One open waitpoint as listed (the raw token is never returned).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PendingWaitpointInfo {
+    /// Id.
+    pub waitpoint_id: WaitpointId,
+    /// Key.
+    pub waitpoint_key: String,
+    /// `pending` or `active`.
+    pub state: WaitpointState,
+    /// Required signal names (empty for wildcard, operator-only, timeout-only, composite).
+    pub required_signal_names: Vec<String>,
+    /// Mint time.
+    pub created_at: TimestampMs,
+    /// Activation time.
+    pub activated_at: Option<TimestampMs>,
+    /// Expiry.
+    pub expires_at: Option<TimestampMs>,
+    /// Owning execution.
+    pub execution_id: ExecutionId,
+    /// The token's kid.
+    pub token_kid: String,
+    /// First 16 hex characters of the digest.
+    pub token_fingerprint: String,
+}
+
+/// One suspended execution as listed (spec 02 §11.5).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SuspendedExecutionEntry {
+    /// The execution.
+    pub execution_id: ExecutionId,
+    /// The suspended-index score: the timeout, or 9 999 999 999 999.
+    pub suspended_at_ms: TimestampMs,
+    /// The suspension's reason code.
+    pub reason: String,
+}
+
+/// Arguments of `deliver_approval_signal` (spec 02 §11.2).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeliverApprovalSignalArgs {
+    /// The execution.
+    pub execution_id: ExecutionId,
+    /// Must equal the execution's lane.
+    pub lane_id: crate::ids::LaneId,
+    /// The waitpoint.
+    pub waitpoint_id: WaitpointId,
+    /// Client-minted signal id.
+    pub signal_id: SignalId,
+    /// Conventionally `approved` / `rejected`.
+    pub signal_name: String,
+    /// Makes the dedup key `approval:<name>:<suffix>`.
+    pub idempotency_suffix: String,
+    /// Dedup window.
+    #[serde(default)]
+    pub signal_dedup_ttl_ms: Option<u64>,
+    /// Waitpoint signal-log length.
+    #[serde(default)]
+    pub maxlen: Option<u64>,
+    /// Cap on signals per execution.
+    #[serde(default)]
+    pub max_signals_per_execution: Option<u64>,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

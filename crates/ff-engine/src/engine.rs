@@ -330,6 +330,36 @@ impl<R: StoreRunner> EngineBackend for Engine<R> {
         self.with_store(move |s, _| suspension::observe_signals(s, &id)).await
     }
 
+    async fn list_pending_waitpoints(
+        &self,
+        execution_id: &ExecutionId,
+        after: Option<WaitpointId>,
+        limit: usize,
+    ) -> Result<(Vec<PendingWaitpointInfo>, Option<WaitpointId>), EngineError> {
+        let id = execution_id.clone();
+        self.with_store(move |s, _| suspension::list_pending_waitpoints(s, &id, after.as_ref(), limit)).await
+    }
+
+    async fn list_suspended(
+        &self,
+        partition: u16,
+        after: Option<ExecutionId>,
+        limit: usize,
+    ) -> Result<(Vec<SuspendedExecutionEntry>, Option<ExecutionId>), EngineError> {
+        let (rows, next) = self
+            .with_store(move |s, _| suspension::list_suspended(s, partition, after.as_ref(), limit))
+            .await?;
+        let rows = rows
+            .into_iter()
+            .map(|(execution_id, suspended_at_ms, reason)| SuspendedExecutionEntry {
+                execution_id,
+                suspended_at_ms,
+                reason,
+            })
+            .collect();
+        Ok((rows, next))
+    }
+
     async fn seed_waitpoint_hmac_secret(
         &self,
         kid: &str,

@@ -27,18 +27,6 @@ use crate::store::{Store, StoreResult};
 
 const KEYSTORE_KEY: &str = "keystore";
 
-/// A waitpoint's lifecycle.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum WaitpointState {
-    /// Token minted, not bound to a suspension: signals are buffered.
-    Pending,
-    /// Bound to a suspension: signals are evaluated.
-    Active,
-    /// Terminal.
-    Closed,
-}
-
 /// A waitpoint and its condition state (spec 02 §1.1–1.2).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct WaitpointRecord {
@@ -683,7 +671,8 @@ pub fn deliver_signal(
     let mut core = load(store, &args.execution_id)?;
     let mut w = authenticate(store, now, &mut core, args)?;
     let pending = w.state == WaitpointState::Pending;
-    check_signalable(&core, &w)?;
+    // The dedup guard is checked right after authentication, so a retried
+    // delivery that already resumed the execution answers Duplicate.
     let dedup_key = args.idempotency_key.as_deref().filter(|k| !k.is_empty());
     let dedup_ttl = args.dedup_ttl_ms.unwrap_or(SIGNAL_DEDUP_TTL_MS_DEFAULT);
     let guard_key = dedup_key.map(|k| format!("{}|{k}", args.waitpoint_id));
@@ -694,6 +683,7 @@ pub fn deliver_signal(
     {
         return Ok(DeliverSignalOutcome::Duplicate { existing_signal_id: d.signal_id });
     }
+    check_signalable(&core, &w)?;
     if !pending && w.condition_closed {
         return Err(EngineError::State(StateKind::WaitpointClosed));
     }
@@ -1091,4 +1081,89 @@ pub fn observe_signals(store: &mut dyn Store, id: &ExecutionId) -> StoreResult<V
     }
     out.sort_by_key(|s| (s.accepted_at, s.signal_id));
     Ok(out)
+}
+
+/// `list_pending_waitpoints` (spec 02 §3.6): open waitpoints of an execution by id.
+pub fn list_pending_waitpoints(
+    store: &mut dyn Store,
+    id: &ExecutionId,
+    after: Option<&WaitpointId>,
+    limit: usize,
+) -> StoreResult<(Vec<PendingWaitpointInfo>, Option<WaitpointId>)> {
+    load(store, id)?;
+    let limit = limit.clamp(1, 1000);
+    let after_text = after.map(|a| a.to_string());
+    let start = after_text.as_deref().map(|a| (0, a));
+    let ids = store.index_range(&IndexKey::WaitpointsOf(id.clone()), start, 0, limit + 1)?;
+    let has_more = ids.len() > limit;
+    let condition = suspension(store, id)?.map(|s| s.condition);
+    let mut entries = Vec::new();
+    for (_, wid) in ids.into_iter().take(limit) {
+        let Ok(wid) = WaitpointId::parse(&wid) else { continue };
+        let Some(w) = waitpoint(store, &wid)? else { continue };
+        if w.state == WaitpointState::Closed || w.token.is_empty() {
+            continue;
+        }
+        let names = match (&condition, w.state) {
+            (
+                Some(ResumeCondition::Single { matcher: SignalMatcher::ByName(n), .. }),
+                WaitpointState::Active,
+            ) => vec![n.clone()],
+            _ => Vec::new(),
+        };
+        let (kid, digest) = w.token.split_once(':').unwrap_or(("", ""));
+        entries.push(PendingWaitpointInfo {
+            waitpoint_id: w.waitpoint_id,
+            waitpoint_key: w.waitpoint_key.clone(),
+            state: w.state,
+            required_signal_names: names,
+            created_at: w.created_at,
+            activated_at: w.activated_at,
+            expires_at: w.expires_at,
+            execution_id: w.execution_id.clone(),
+            token_kid: kid.to_owned(),
+            token_fingerprint: digest.chars().take(16).collect(),
+        });
+    }
+    let next = if has_more { entries.last().map(|e| e.waitpoint_id) } else { None };
+    Ok((entries, next))
+}
+
+/// `list_suspended` (spec 02 §11.5): suspended executions of a partition by (score, id).
+pub fn list_suspended(
+    store: &mut dyn Store,
+    partition: u16,
+    after: Option<&ExecutionId>,
+    limit: usize,
+) -> StoreResult<(Vec<(ExecutionId, TimestampMs, String)>, Option<ExecutionId>)> {
+    if limit == 0 {
+        return Ok((Vec::new(), None));
+    }
+    let lanes = store.index_range(&IndexKey::Lanes, None, i64::MAX, crate::scanners::LANES_PER_PASS_MAX)?;
+    let mut all: Vec<(i64, String)> = Vec::new();
+    for (_, lane) in lanes {
+        let key = IndexKey::Lane { partition, lane: ff_core::LaneId::new(lane), kind: LaneIndex::Suspended };
+        all.extend(store.index_range(&key, None, i64::MAX, ff_core::contracts::LIST_LIMIT_MAX)?);
+    }
+    all.sort();
+    let skip = match after {
+        None => 0,
+        Some(a) => match all.iter().position(|(_, m)| m == a.as_str()) {
+            Some(i) => i + 1,
+            None => all.iter().position(|(_, m)| m.as_str() > a.as_str()).unwrap_or(all.len()),
+        },
+    };
+    let mut rows = Vec::new();
+    for (score, member) in all.into_iter().skip(skip) {
+        let Ok(id) = ExecutionId::parse(&member) else { continue };
+        let reason = suspension(store, &id)?.map(|s| s.reason_code.as_str().to_owned()).unwrap_or_default();
+        rows.push((id, score, reason));
+        if rows.len() > limit {
+            break;
+        }
+    }
+    let more = rows.len() > limit;
+    rows.truncate(limit);
+    let next = if more { rows.last().map(|r| r.0.clone()) } else { None };
+    Ok((rows, next))
 }
