@@ -506,7 +506,11 @@ async fn reference_defects_stay_fixed(ctx: Ctx) {
     let handle = h.last_claim("e1").handle;
     let pending = b.create_waitpoint(&handle, wp(1), "pk", 60_000).await.expect("pending");
     let (listed, _) = b.list_pending_waitpoints(&h.id("e1"), None, 10).await.expect("list");
-    assert_eq!(listed.iter().map(|w| w.waitpoint_id).collect::<Vec<_>>(), [wp(1)], "a pending waitpoint is listed");
+    assert_eq!(
+        listed.iter().map(|w| w.waitpoint_id).collect::<Vec<_>>(),
+        [wp(1)],
+        "a pending waitpoint is listed"
+    );
     assert_eq!(listed[0].state, WaitpointState::Pending);
     assert_eq!(listed[0].token_kid, "k1");
     assert_eq!(listed[0].token_fingerprint, pending.hmac_token[3..19]);
@@ -516,7 +520,8 @@ async fn reference_defects_stay_fixed(ctx: Ctx) {
     foreign.execution_id = h.id("e2");
     rejects_with_write!(h, b.deliver_signal(foreign), "invalid_token");
     // (7) keyed delivery, resume, then the same key again → Duplicate.
-    let t2 = token_of(&suspend_on(&mut h, "e2", 2, "k", on("k", SignalMatcher::Wildcard)).await.expect("suspend"));
+    let t2 =
+        token_of(&suspend_on(&mut h, "e2", 2, "k", on("k", SignalMatcher::Wildcard)).await.expect("suspend"));
     let mut keyed = signal(&h, "e2", 2, 2, "x", &t2);
     keyed.idempotency_key = Some("retry".into());
     send(&mut h, "e2", keyed.clone()).await.expect("resumes");
@@ -528,8 +533,12 @@ async fn reference_defects_stay_fixed(ctx: Ctx) {
     assert!(b.close_waitpoint(&h.id("e3"), &wp(3), "").await.expect("close"));
     assert!(!b.close_waitpoint(&h.id("e3"), &wp(3), "").await.expect("close again"), "already closed");
     rejects!(h, b.deliver_signal(signal(&h, "e3", 3, 3, "go", &t3)), "waitpoint_closed");
-    let (page, next) = b.list_suspended(h.id("e3").partition_index(), None, 10).await.expect("list suspended");
-    assert!(page.iter().any(|e| e.execution_id == h.id("e3") && e.reason == "waiting_for_signal"), "{page:?}");
+    let (page, next) =
+        b.list_suspended(h.id("e3").partition_index(), None, 10).await.expect("list suspended");
+    assert!(
+        page.iter().any(|e| e.execution_id == h.id("e3") && e.reason == "waiting_for_signal"),
+        "{page:?}"
+    );
     assert!(next.is_none());
     // Approval signals use the stored token and check the lane.
     let approval = DeliverApprovalSignalArgs {

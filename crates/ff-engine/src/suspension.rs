@@ -1135,7 +1135,7 @@ pub fn list_suspended(
     partition: u16,
     after: Option<&ExecutionId>,
     limit: usize,
-) -> StoreResult<(Vec<(ExecutionId, TimestampMs, String)>, Option<ExecutionId>)> {
+) -> StoreResult<(Vec<SuspendedExecutionEntry>, Option<ExecutionId>)> {
     if limit == 0 {
         return Ok((Vec::new(), None));
     }
@@ -1157,13 +1157,13 @@ pub fn list_suspended(
     for (score, member) in all.into_iter().skip(skip) {
         let Ok(id) = ExecutionId::parse(&member) else { continue };
         let reason = suspension(store, &id)?.map(|s| s.reason_code.as_str().to_owned()).unwrap_or_default();
-        rows.push((id, score, reason));
+        rows.push(SuspendedExecutionEntry { execution_id: id, suspended_at_ms: score, reason });
         if rows.len() > limit {
             break;
         }
     }
     let more = rows.len() > limit;
     rows.truncate(limit);
-    let next = if more { rows.last().map(|r| r.0.clone()) } else { None };
+    let next = if more { rows.last().map(|r| r.execution_id.clone()) } else { None };
     Ok((rows, next))
 }
