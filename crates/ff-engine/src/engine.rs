@@ -346,18 +346,7 @@ impl<R: StoreRunner> EngineBackend for Engine<R> {
         after: Option<ExecutionId>,
         limit: usize,
     ) -> Result<(Vec<SuspendedExecutionEntry>, Option<ExecutionId>), EngineError> {
-        let (rows, next) = self
-            .with_store(move |s, _| suspension::list_suspended(s, partition, after.as_ref(), limit))
-            .await?;
-        let rows = rows
-            .into_iter()
-            .map(|(execution_id, suspended_at_ms, reason)| SuspendedExecutionEntry {
-                execution_id,
-                suspended_at_ms,
-                reason,
-            })
-            .collect();
-        Ok((rows, next))
+        self.with_store(move |s, _| suspension::list_suspended(s, partition, after.as_ref(), limit)).await
     }
 
     async fn seed_waitpoint_hmac_secret(
