@@ -8,10 +8,13 @@ use std::sync::Arc;
 
 use ff_core::contracts::*;
 use ff_core::state::BlockingReason;
+use ff_core::stream::{Frame, FrameKind, StreamMode};
+use ff_core::suspension::*;
 use ff_core::{
     AttemptId, CancelSource, Clock, EngineBackend, EngineError, ExecutionId, LaneId, LeaseId, SimClock,
     WorkerId, WorkerInstanceId,
 };
+use ff_core::{SignalId, SuspensionId, WaitpointId};
 use proptest::prelude::*;
 use proptest::test_runner::{Config, RngAlgorithm, TestCaseError, TestRng, TestRunner};
 use uuid::Uuid;
@@ -43,6 +46,10 @@ pub enum Op {
     Expire { slot: usize, deadline: bool },
     Advance { ms: u64 },
     Scan { kind: u8 },
+    Suspend { slot: usize, cond: u8, timeout: Option<u8> },
+    Signal { slot: usize, go: bool },
+    Resume { slot: usize, delay_ms: u64 },
+    Append { slot: usize, summary: bool },
 }
 
 /// The operation generator.
@@ -68,7 +75,16 @@ pub fn op() -> impl Strategy<Value = Op> {
         (slot.clone(), -10i32..10_000).prop_map(|(slot, p)| Op::Priority { slot, p }),
         (slot.clone(), any::<bool>()).prop_map(|(slot, deadline)| Op::Expire { slot, deadline }),
         (0u64..15_000).prop_map(|ms| Op::Advance { ms }),
-        (0u8..4).prop_map(|kind| Op::Scan { kind }),
+        (0u8..6).prop_map(|kind| Op::Scan { kind }),
+        (slot.clone(), 0u8..3, proptest::option::of(0u8..5)).prop_map(|(slot, cond, timeout)| Op::Suspend {
+            slot,
+            cond,
+            timeout
+        }),
+        (slot.clone(), any::<bool>()).prop_map(|(slot, go)| Op::Signal { slot, go }),
+        (slot.clone(), prop_oneof![Just(0u64), 0u64..2000])
+            .prop_map(|(slot, delay_ms)| Op::Resume { slot, delay_ms }),
+        (slot.clone(), any::<bool>()).prop_map(|(slot, summary)| Op::Append { slot, summary }),
     ]
 }
 
@@ -80,6 +96,7 @@ pub struct Model {
     claims: BTreeMap<usize, Vec<ClaimedExecution>>,
     epochs: BTreeMap<usize, u64>,
     next: u64,
+    tokens: BTreeMap<usize, (WaitpointId, String)>,
 }
 
 impl Model {
@@ -89,7 +106,15 @@ impl Model {
         let ids = (0..SLOTS)
             .map(|i| ExecutionId::from_parts((i as u16) % parts, Uuid::from_u64_pair(9, i as u64)))
             .collect();
-        Self { b, clock, ids, claims: BTreeMap::new(), epochs: BTreeMap::new(), next: 0 }
+        Self {
+            b,
+            clock,
+            ids,
+            claims: BTreeMap::new(),
+            epochs: BTreeMap::new(),
+            next: 0,
+            tokens: BTreeMap::new(),
+        }
     }
 
     fn uuid(&mut self) -> Uuid {
@@ -217,6 +242,25 @@ impl Model {
                 self.b.expire_execution(&self.ids[slot], phase).await.map(|o| format!("{o:?}"))
             }
             Op::Advance { ms } => Ok(format!("now {}", self.clock.advance(ms))),
+            Op::Suspend { slot, cond, timeout } => self.suspend(slot, cond, timeout).await,
+            Op::Signal { slot, go } => self.signal(slot, go).await,
+            Op::Resume { slot, delay_ms } => {
+                let a =
+                    ResumeExecutionArgs { execution_id: self.ids[slot].clone(), resume_delay_ms: delay_ms };
+                self.b.resume_execution(a).await.map(|o| format!("{o:?}"))
+            }
+            Op::Append { slot, summary } => match self.claim_at(slot, 0) {
+                Some(c) => {
+                    let frame = if summary {
+                        Frame::new(format!("{{\"n\":{}}}", self.next).into_bytes(), FrameKind::Event)
+                            .with_mode(StreamMode::durable_summary())
+                    } else {
+                        Frame::new(b"line".to_vec(), FrameKind::Stdout)
+                    };
+                    self.b.append_frame(&c.handle, frame).await.map(|o| format!("{o:?}"))
+                }
+                None => Ok("no claim".into()),
+            },
             Op::Scan { kind } => {
                 let kind = ScannerKind::ALL[usize::from(kind) % ScannerKind::ALL.len()];
                 let mut out = Vec::new();
@@ -289,6 +333,69 @@ impl Model {
         self.record(slot, c)
     }
 
+    async fn suspend(&mut self, slot: usize, cond: u8, timeout: Option<u8>) -> Result<String, EngineError> {
+        let Some(c) = self.claim_at(slot, 0) else { return Ok("no claim".into()) };
+        let wp = WaitpointId::from_uuid(self.uuid());
+        let condition = match cond {
+            0 => ResumeCondition::Single {
+                waitpoint_key: "k".into(),
+                matcher: SignalMatcher::ByName("go".into()),
+            },
+            1 => ResumeCondition::Single { waitpoint_key: "k".into(), matcher: SignalMatcher::Wildcard },
+            _ => ResumeCondition::OperatorOnly,
+        };
+        let binding = WaitpointBinding::Fresh { waitpoint_id: wp, waitpoint_key: "k".into() };
+        let mut args = SuspendArgs::new(
+            SuspensionId::from_uuid(self.uuid()),
+            binding,
+            condition,
+            SuspensionReasonCode::WaitingForSignal,
+        );
+        if let Some(t) = timeout {
+            let behaviors = [
+                TimeoutBehavior::Fail,
+                TimeoutBehavior::Cancel,
+                TimeoutBehavior::Expire,
+                TimeoutBehavior::AutoResumeWithTimeoutSignal,
+                TimeoutBehavior::Escalate,
+            ];
+            args =
+                args.with_timeout(self.clock.now_ms() + 3_000, behaviors[usize::from(t) % behaviors.len()]);
+        }
+        match self.b.suspend(&c.handle, args).await? {
+            SuspendOutcome::Suspended { details, .. } => {
+                let text = format!("suspended {}", details.primary.waitpoint_token);
+                self.tokens.insert(slot, (wp, details.primary.waitpoint_token));
+                Ok(text)
+            }
+            other => Ok(format!("{other:?}")),
+        }
+    }
+
+    async fn signal(&mut self, slot: usize, go: bool) -> Result<String, EngineError> {
+        let Some((wp, token)) = self.tokens.get(&slot).cloned() else { return Ok("no waitpoint".into()) };
+        let args = DeliverSignalArgs {
+            execution_id: self.ids[slot].clone(),
+            waitpoint_id: wp,
+            signal_id: SignalId::from_uuid(self.uuid()),
+            signal_name: if go { "go".into() } else { "noise".into() },
+            signal_category: String::new(),
+            source_type: "t".into(),
+            source_identity: "s".into(),
+            payload: None,
+            payload_encoding: None,
+            correlation_id: None,
+            idempotency_key: None,
+            created_at: None,
+            dedup_ttl_ms: None,
+            resume_delay_ms: None,
+            max_signals_per_execution: None,
+            signal_maxlen: None,
+            waitpoint_token: token,
+        };
+        self.b.deliver_signal(args).await.map(|o| format!("{o:?}"))
+    }
+
     fn record(&mut self, slot: usize, c: ClaimedExecution) -> Result<String, EngineError> {
         let last = self.epochs.insert(slot, c.lease_epoch).unwrap_or(0);
         if c.lease_epoch != last + 1 {
@@ -339,6 +446,10 @@ pub fn kind(op: &Op) -> &'static str {
         Op::Expire { .. } => "expire",
         Op::Advance { .. } => "advance",
         Op::Scan { .. } => "scan",
+        Op::Suspend { .. } => "suspend",
+        Op::Signal { .. } => "signal",
+        Op::Resume { .. } => "resume",
+        Op::Append { .. } => "append",
     }
 }
 
@@ -376,6 +487,9 @@ pub async fn check_sequence(
     let mut sut = Model::new(fixture.backend.clone(), clock);
     let mut refm = Model::new(ref_b, ref_clock);
     let mut succeeded = BTreeSet::new();
+    for m in [&sut, &refm] {
+        m.b.seed_waitpoint_hmac_secret("k1", crate::suspension::SECRET_A).await.map_err(|e| e.to_string())?;
+    }
     let setup = (0..SLOTS).map(|slot| Op::Create { slot, delay_ms: None, retries: (slot % 3) as u8 });
     for (i, op) in setup.chain(ops.iter().cloned()).enumerate() {
         let got = sut.apply(&op).await;

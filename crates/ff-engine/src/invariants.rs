@@ -46,6 +46,21 @@ fn check_exec(store: &dyn Store, core: &ExecCore, out: &mut Vec<String>) {
     }
     let rate_limited_block = s.public_state == ff_core::PublicState::RateLimited
         && matches!(s.eligibility_state, E::BlockedByRoute | E::BlockedByOperator | E::BlockedByLaneState);
+    let open_suspension = store
+        .get_record(crate::records::RecordKind::Suspension, id)
+        .ok()
+        .flatten()
+        .and_then(|json| serde_json::from_str::<crate::suspension::SuspensionRecord>(&json).ok())
+        .filter(|r| r.closed_at.is_none());
+    let suspended = s.lifecycle_phase == P::Suspended;
+    if suspended != open_suspension.is_some() {
+        bad("suspended iff an open suspension record exists");
+    }
+    if let Some(r) = &open_suspension
+        && core.current_suspension_id.as_deref() != Some(r.suspension_id.to_string().as_str())
+    {
+        bad("open suspension is not the current one");
+    }
     if !s.is_consistent() && !rate_limited_block {
         bad("public state inconsistent with dimensions");
     }
