@@ -556,6 +556,56 @@ async fn reference_defects_stay_fixed(ctx: Ctx) {
     assert_invariants(&h, &ctx).await;
 }
 
+async fn binding_and_keystore_codes(ctx: Ctx) {
+    let mut h = harness(&ctx);
+    let b = h.b.clone();
+    // No keystore yet: minting fails before any write.
+    h.create("e0").await;
+    h.grant_claim("e0", "w1").await;
+    let c0 = h.last_claim("e0");
+    let plain = SuspendArgs::new(
+        susp(0),
+        fresh(50, "k"),
+        on("k", SignalMatcher::Wildcard),
+        SuspensionReasonCode::WaitingForSignal,
+    );
+    rejects!(h, b.suspend(&c0.handle, plain), "invalid_input");
+    rejects!(h, b.create_waitpoint(&c0.handle, wp(51), "k", 1_000), "invalid_input");
+    leased(&mut h, "e1").await;
+    leased(&mut h, "e2").await;
+    let c1 = h.last_claim("e1");
+    let c2 = h.last_claim("e2");
+    // Depth cap: rejected before any state change.
+    let mut deep = on("k", SignalMatcher::Wildcard);
+    for _ in 0..5 {
+        deep = ResumeCondition::Composite(CompositeBody::AllOf { members: vec![deep] });
+    }
+    let too_deep = SuspendArgs::new(susp(1), fresh(1, "k"), deep, SuspensionReasonCode::WaitingForSignal);
+    rejects!(h, b.suspend(&c1.handle, too_deep), "invalid_input");
+    // A pending waitpoint of e1 cannot be activated by e2.
+    b.create_waitpoint(&c1.handle, wp(2), "p", 60_000).await.expect("pending");
+    let use_pending = |n| {
+        SuspendArgs::new(
+            susp(n),
+            WaitpointBinding::UsePending { waitpoint_id: wp(2) },
+            on("p", SignalMatcher::Wildcard),
+            SuspensionReasonCode::WaitingForSignal,
+        )
+    };
+    rejects!(h, b.suspend(&c2.handle, use_pending(2)), "invalid_waitpoint_for_execution");
+    // Once active it is no longer pending.
+    b.suspend(&c1.handle, use_pending(3)).await.expect("activate");
+    leased(&mut h, "e3").await;
+    let c3 = h.last_claim("e3");
+    rejects!(h, b.suspend(&c3.handle, use_pending(4)), "waitpoint_not_pending");
+    rejects!(
+        h,
+        b.resume_execution(ResumeExecutionArgs { execution_id: h.id("e3"), resume_delay_ms: 0 }),
+        "execution_not_suspended"
+    );
+    assert_invariants(&h, &ctx).await;
+}
+
 /// The suspension cases.
 pub fn cases() -> Vec<Case> {
     let g = Group::Family(ContractFamily::Suspension);
@@ -568,6 +618,7 @@ pub fn cases() -> Vec<Case> {
         case!(g, idempotent_suspend_replays_the_outcome),
         case!(g, operator_resume_and_cancel_while_suspended),
         case!(g, reference_defects_stay_fixed),
+        case!(g, binding_and_keystore_codes),
         golden(case!(Group::Golden, suspension_timeout_behaviours)),
         golden(case!(Group::Golden, suspend_signal_resume_claim_complete)),
         golden(case!(Group::Golden, buffered_signal_consumed_by_suspend)),

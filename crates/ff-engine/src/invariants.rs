@@ -61,6 +61,9 @@ fn check_exec(store: &dyn Store, core: &ExecCore, out: &mut Vec<String>) {
     {
         bad("open suspension is not the current one");
     }
+    for v in signal_count_violations(store, &core.execution_id) {
+        bad(&v);
+    }
     if !s.is_consistent() && !rate_limited_block {
         bad("public state inconsistent with dimensions");
     }
@@ -133,4 +136,49 @@ fn check_exec(store: &dyn Store, core: &ExecCore, out: &mut Vec<String>) {
     {
         bad("terminal but still in a timeout index");
     }
+}
+
+/// Each waitpoint's delivered-signal counter equals the non-buffered signals in
+/// its log (while the log is untrimmed), and matched never exceeds delivered.
+fn signal_count_violations(store: &dyn Store, id: &ExecutionId) -> Vec<String> {
+    use crate::records::RecordKind;
+    use crate::suspension::{SignalRecord, WaitpointRecord};
+    let mut out = Vec::new();
+    let waitpoints =
+        store.index_range(&IndexKey::WaitpointsOf(id.clone()), None, 0, 1000).unwrap_or_default();
+    for (_, wid) in waitpoints {
+        let Some(w) = store
+            .get_record(RecordKind::Waitpoint, &wid)
+            .ok()
+            .flatten()
+            .and_then(|j| serde_json::from_str::<WaitpointRecord>(&j).ok())
+        else {
+            continue;
+        };
+        if w.matched_signal_count > w.signal_count {
+            out.push(format!(
+                "waitpoint {wid}: matched {} > delivered {}",
+                w.matched_signal_count, w.signal_count
+            ));
+        }
+        let log = store
+            .index_range(&IndexKey::WaitpointSignals(wid.clone()), None, i64::MAX, 1000)
+            .unwrap_or_default();
+        if log.len() as u64 != w.log_seq || log.len() >= 1000 {
+            continue;
+        }
+        let delivered = log
+            .iter()
+            .filter_map(|(_, sid)| store.get_record(RecordKind::Signal, sid).ok().flatten())
+            .filter_map(|j| serde_json::from_str::<SignalRecord>(&j).ok())
+            .filter(|r| r.observed_effect != crate::conditions::EFFECT_BUFFERED)
+            .count() as u64;
+        if delivered != w.signal_count {
+            out.push(format!(
+                "waitpoint {wid}: counter {} but {delivered} delivered signals logged",
+                w.signal_count
+            ));
+        }
+    }
+    out
 }
