@@ -55,6 +55,9 @@ fn index_name(key: &IndexKey) -> String {
         IndexKey::WaitpointSignals(wp) => format!("waitpoint_signals|{wp}"),
         IndexKey::SignalsOf(id) => format!("signals|{id}"),
         IndexKey::PendingWaitpointExpiry(p) => format!("pending_waitpoint_expiry|{p}"),
+        IndexKey::QuotaWindow(q) => format!("quota_window|{q}"),
+        IndexKey::BudgetResets => "budget_resets".to_owned(),
+        IndexKey::Flows => "flows".to_owned(),
     }
 }
 

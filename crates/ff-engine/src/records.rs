@@ -406,6 +406,12 @@ pub enum IndexKey {
     SignalsOf(ExecutionId),
     /// Pending waitpoints by expiry.
     PendingWaitpointExpiry(u16),
+    /// A quota policy's sliding window: member = execution id, score = admission time.
+    QuotaWindow(String),
+    /// Budgets with a periodic reset: member = budget id, score = next reset time.
+    BudgetResets,
+    /// Every flow (score 0).
+    Flows,
 }
 
 /// Kinds of JSON records kept in the generic record table.
@@ -423,6 +429,16 @@ pub enum RecordKind {
     SuspendDedup,
     /// The waitpoint HMAC keystore (key: `keystore`).
     HmacKeystore,
+    /// A budget: definition, limits, usage and per-execution ledgers (key: budget id).
+    Budget,
+    /// A usage-report dedup marker (key: `<budget id>|<dedup key>`).
+    UsageDedup,
+    /// A quota policy with its concurrency counter and admission guards (key: policy id).
+    QuotaPolicy,
+    /// A flow with its members and edges (key: flow id).
+    Flow,
+    /// An execution's inbound dependency state (key: execution id).
+    Dependencies,
 }
 
 impl RecordKind {
@@ -435,6 +451,11 @@ impl RecordKind {
             Self::SignalDedup => "signal_dedup",
             Self::SuspendDedup => "suspend_dedup",
             Self::HmacKeystore => "hmac_keystore",
+            Self::Budget => "budget",
+            Self::UsageDedup => "usage_dedup",
+            Self::QuotaPolicy => "quota_policy",
+            Self::Flow => "flow",
+            Self::Dependencies => "dependencies",
         }
     }
 }
