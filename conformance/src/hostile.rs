@@ -502,7 +502,6 @@ async fn capability_flags_match_methods(ctx: Ctx) {
     let absent = [
         ("budget_admin", s.budget_admin),
         ("quota_admin", s.quota_admin),
-        ("cancel_flow_header", s.cancel_flow_header),
         ("claim_for_worker", s.claim_for_worker),
         ("subscribe_instance_tags", s.subscribe_instance_tags),
         ("release_admission", s.release_admission),

@@ -9,6 +9,7 @@ use ff_core::AttemptIndex;
 use ff_core::WaitpointId;
 use ff_core::contracts::*;
 use ff_core::error::StateKind;
+use ff_core::flow::*;
 use ff_core::hmac_token::{KidInfo, RotateOutcome, SeedOutcome};
 use ff_core::stream::{AppendFrameOutcome, StreamCursor, StreamFrames, SummaryDocument, TailVisibility};
 use ff_core::suspension::*;
@@ -16,6 +17,7 @@ use ff_core::{
     BackendTag, Capabilities, EngineBackend, EngineError, ExecutionId, LaneId, LeaseFence, PartitionConfig,
     SimClock, TimestampMs,
 };
+use ff_core::{EdgeId, FlowId};
 use tokio::sync::Mutex;
 
 /// Which defect the wrapper injects.
@@ -466,5 +468,81 @@ impl EngineBackend for Tamper {
         limit: usize,
     ) -> Result<(Vec<SuspendedExecutionEntry>, Option<ExecutionId>), EngineError> {
         self.inner.list_suspended(partition, after, limit).await
+    }
+
+    async fn create_flow(&self, args: CreateFlowArgs) -> Result<CreateFlowOutcome, EngineError> {
+        self.inner.create_flow(args).await
+    }
+
+    async fn add_execution_to_flow(
+        &self,
+        flow_id: &FlowId,
+        execution_id: &ExecutionId,
+    ) -> Result<AddToFlowOutcome, EngineError> {
+        self.inner.add_execution_to_flow(flow_id, execution_id).await
+    }
+
+    async fn stage_dependency_edge(&self, args: StageEdgeArgs) -> Result<(EdgeId, u64), EngineError> {
+        self.inner.stage_dependency_edge(args).await
+    }
+
+    async fn set_edge_group_policy(
+        &self,
+        flow_id: &FlowId,
+        downstream: &ExecutionId,
+        policy: EdgeDependencyPolicy,
+    ) -> Result<bool, EngineError> {
+        self.inner.set_edge_group_policy(flow_id, downstream, policy).await
+    }
+
+    async fn apply_dependency_to_child(
+        &self,
+        flow_id: &FlowId,
+        edge_id: &EdgeId,
+    ) -> Result<Option<u64>, EngineError> {
+        self.inner.apply_dependency_to_child(flow_id, edge_id).await
+    }
+
+    async fn resolve_dependency(
+        &self,
+        flow_id: &FlowId,
+        edge_id: &EdgeId,
+        upstream_outcome: ff_core::TerminalOutcome,
+    ) -> Result<ResolveDependencyOutcome, EngineError> {
+        self.inner.resolve_dependency(flow_id, edge_id, upstream_outcome).await
+    }
+
+    async fn cancel_flow_header(
+        &self,
+        flow_id: &FlowId,
+        reason: &str,
+        policy: CancelFlowPolicy,
+        grace_ms: u64,
+    ) -> Result<CancelFlowHeader, EngineError> {
+        self.inner.cancel_flow_header(flow_id, reason, policy, grace_ms).await
+    }
+
+    async fn ack_cancel_member(
+        &self,
+        flow_id: &FlowId,
+        execution_id: &ExecutionId,
+    ) -> Result<(), EngineError> {
+        self.inner.ack_cancel_member(flow_id, execution_id).await
+    }
+
+    async fn promote_blocked_to_eligible(&self, execution_id: &ExecutionId) -> Result<(), EngineError> {
+        self.inner.promote_blocked_to_eligible(execution_id).await
+    }
+
+    async fn set_flow_tags(
+        &self,
+        flow_id: &FlowId,
+        tags: Vec<(String, String)>,
+    ) -> Result<usize, EngineError> {
+        self.inner.set_flow_tags(flow_id, tags).await
+    }
+
+    async fn describe_flow(&self, flow_id: &FlowId) -> Result<Option<FlowSnapshot>, EngineError> {
+        self.inner.describe_flow(flow_id).await
     }
 }

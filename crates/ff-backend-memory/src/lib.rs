@@ -95,6 +95,8 @@ impl StoreRunner for MemoryRunner {
             "seed_waitpoint_hmac_secret",
             "rotate_waitpoint_hmac_secret_all",
             "list_pending_waitpoints",
+            "cancel_flow_header",
+            "ack_cancel_member",
         ] {
             supports.set(name, true);
         }
@@ -106,6 +108,7 @@ impl StoreRunner for MemoryRunner {
             ContractFamily::WorkerRegistry,
             ContractFamily::Streams,
             ContractFamily::Suspension,
+            ContractFamily::Flows,
         ];
         Capabilities::new(identity, supports, families, self.clock.as_sim().is_some())
     }

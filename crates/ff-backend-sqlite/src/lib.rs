@@ -226,6 +226,8 @@ impl StoreRunner for SqliteRunner {
             "seed_waitpoint_hmac_secret",
             "rotate_waitpoint_hmac_secret_all",
             "list_pending_waitpoints",
+            "cancel_flow_header",
+            "ack_cancel_member",
         ] {
             supports.set(name, true);
         }
@@ -237,6 +239,7 @@ impl StoreRunner for SqliteRunner {
             ContractFamily::WorkerRegistry,
             ContractFamily::Streams,
             ContractFamily::Suspension,
+            ContractFamily::Flows,
         ];
         Capabilities::new(identity, supports, families, self.clock.as_sim().is_some())
     }

@@ -6,9 +6,11 @@ use crate::capabilities::Capabilities;
 use crate::clock::SimClock;
 use crate::contracts::*;
 use crate::error::{ContentionKind, EngineError};
+use crate::flow::*;
 use crate::handle::{BackendTag, Handle, HandlePayload};
 use crate::hmac_token::{KidInfo, RotateOutcome, SeedOutcome};
 use crate::ids::{AttemptIndex, CancelSource, ExecutionId, LaneId, LeaseFence, TimestampMs, WaitpointId};
+use crate::ids::{EdgeId, FlowId};
 use crate::partition::PartitionConfig;
 use crate::state::PublicState;
 use crate::stream::{AppendFrameOutcome, Frame, StreamCursor, StreamFrames, SummaryDocument, TailVisibility};
@@ -282,6 +284,73 @@ pub trait EngineBackend: Send + Sync + 'static {
     /// The current kid and the kids still verifying (spec 02 §2.8).
     async fn list_waitpoint_hmac_kids(&self) -> Result<(Option<String>, Vec<KidInfo>), EngineError>;
 
+    // ------------------------------------------------------------ flows
+
+    /// Creates a flow (spec 03 §2.3.1).
+    async fn create_flow(&self, args: CreateFlowArgs) -> Result<CreateFlowOutcome, EngineError>;
+
+    /// Adds an execution of the flow's partition as a member (spec 03 §2.3.2).
+    async fn add_execution_to_flow(
+        &self,
+        flow_id: &FlowId,
+        execution_id: &ExecutionId,
+    ) -> Result<AddToFlowOutcome, EngineError>;
+
+    /// Stages an edge with a graph-revision CAS and a cycle check; returns the new revision (spec 03 §2.3.5).
+    async fn stage_dependency_edge(&self, args: StageEdgeArgs) -> Result<(EdgeId, u64), EngineError>;
+
+    /// Sets a downstream's edge-group policy before its first applied edge; true if set (spec 03 §2.3.6).
+    async fn set_edge_group_policy(
+        &self,
+        flow_id: &FlowId,
+        downstream: &ExecutionId,
+        policy: EdgeDependencyPolicy,
+    ) -> Result<bool, EngineError>;
+
+    /// Applies a staged edge to its child; `None` when already applied (spec 03 §2.3.7).
+    async fn apply_dependency_to_child(
+        &self,
+        flow_id: &FlowId,
+        edge_id: &EdgeId,
+    ) -> Result<Option<u64>, EngineError>;
+
+    /// Resolves one edge against an upstream outcome (spec 03 §2.3.8).
+    async fn resolve_dependency(
+        &self,
+        flow_id: &FlowId,
+        edge_id: &EdgeId,
+        upstream_outcome: crate::state::TerminalOutcome,
+    ) -> Result<ResolveDependencyOutcome, EngineError>;
+
+    /// Marks the flow cancelled and lists its members (spec 03 §2.3.3, §2.6 step 1).
+    async fn cancel_flow_header(
+        &self,
+        flow_id: &FlowId,
+        reason: &str,
+        policy: CancelFlowPolicy,
+        grace_ms: u64,
+    ) -> Result<CancelFlowHeader, EngineError>;
+
+    /// Acknowledges a member's cancel (spec 03 §2.3.4).
+    async fn ack_cancel_member(
+        &self,
+        flow_id: &FlowId,
+        execution_id: &ExecutionId,
+    ) -> Result<(), EngineError>;
+
+    /// Makes a dependency-blocked execution with no unresolved edges eligible (spec 03 §2.3.12).
+    async fn promote_blocked_to_eligible(&self, execution_id: &ExecutionId) -> Result<(), EngineError>;
+
+    /// Writes flow tags (strict key rule, spec 03 §2.7).
+    async fn set_flow_tags(
+        &self,
+        flow_id: &FlowId,
+        tags: Vec<(String, String)>,
+    ) -> Result<usize, EngineError>;
+
+    /// The read model of a flow (spec 03 §2.8).
+    async fn describe_flow(&self, flow_id: &FlowId) -> Result<Option<FlowSnapshot>, EngineError>;
+
     // ------------------------------------------------------------ streams
 
     /// Appends a frame to an attempt's stream under its lease (spec 02 §12.2).
@@ -498,6 +567,59 @@ pub trait EngineBackend: Send + Sync + 'static {
         }
     }
 
+    /// Cancels a flow and, under `CancelAll`, each unfinished member; already-finished
+    /// members count as done, failures are reported (spec 03 §2.6, `wait = true`).
+    async fn cancel_flow(
+        &self,
+        flow_id: &FlowId,
+        reason: &str,
+        policy: CancelFlowPolicy,
+    ) -> Result<CancelFlowResult, EngineError> {
+        let header =
+            self.cancel_flow_header(flow_id, reason, policy, crate::flow::CANCEL_GRACE_MS_DEFAULT).await?;
+        let (policy_text, members) = match header {
+            CancelFlowHeader::Cancelled { cancellation_policy, member_execution_ids } => {
+                (cancellation_policy, member_execution_ids)
+            }
+            CancelFlowHeader::AlreadyTerminal {
+                stored_cancellation_policy, member_execution_ids, ..
+            } => (
+                stored_cancellation_policy.unwrap_or_else(|| policy.as_str().to_owned()),
+                member_execution_ids,
+            ),
+        };
+        if policy_text != CancelFlowPolicy::CancelAll.as_str() {
+            return Ok(CancelFlowResult::Cancelled {
+                cancellation_policy: policy_text,
+                member_execution_ids: members,
+            });
+        }
+        let mut failed = Vec::new();
+        for m in &members {
+            let args = CancelExecutionArgs {
+                execution_id: m.clone(),
+                reason: reason.to_owned(),
+                source: CancelSource::FlowCascade,
+                lease_id: None,
+                lease_epoch: None,
+            };
+            match self.cancel_execution(args).await {
+                Ok(_) => self.ack_cancel_member(flow_id, m).await?,
+                Err(e) if already_finished(&e) => self.ack_cancel_member(flow_id, m).await?,
+                Err(_) => failed.push(m.clone()),
+            }
+        }
+        Ok(if failed.is_empty() {
+            CancelFlowResult::Cancelled { cancellation_policy: policy_text, member_execution_ids: members }
+        } else {
+            CancelFlowResult::PartiallyCancelled {
+                cancellation_policy: policy_text,
+                member_execution_ids: members,
+                failed_member_execution_ids: failed,
+            }
+        })
+    }
+
     /// Suspends the handle's execution (a `Suspended` handle → `State(AlreadySuspended)`).
     async fn suspend(&self, handle: &Handle, args: SuspendArgs) -> Result<SuspendOutcome, EngineError> {
         if handle.kind == crate::handle::HandleKind::Suspended {
@@ -649,6 +771,16 @@ fn retry_already_scheduled(e: &EngineError, p: &HandlePayload) -> bool {
         }) => lifecycle_phase == "runnable" && *lease_epoch == p.lease_epoch.to_string(),
         _ => false,
     }
+}
+
+/// Whether a member cancel failed only because the member had already finished.
+fn already_finished(e: &EngineError) -> bool {
+    matches!(
+        e.root(),
+        EngineError::NotFound { .. }
+            | EngineError::State(crate::error::StateKind::Terminal)
+            | EngineError::Contention(ContentionKind::ExecutionNotActive { .. })
+    )
 }
 
 /// Errors after which the bypass claim moves on to the next partition.

@@ -5,11 +5,13 @@
 //! from an injected [`Clock`].
 #![warn(missing_docs)]
 
+pub mod admission;
 pub mod backend;
 pub mod capabilities;
 pub mod clock;
 pub mod contracts;
 pub mod error;
+pub mod flow;
 pub mod handle;
 pub mod hmac_token;
 pub mod ids;

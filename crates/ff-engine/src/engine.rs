@@ -11,10 +11,11 @@ use ff_core::{
 };
 
 use crate::store::{Store, StoreRunner};
-use crate::{execution, lease, lifecycle, reads, scanners, scheduling, streams, suspension, worker};
-use ff_core::WaitpointId;
+use crate::{execution, flow, lease, lifecycle, reads, scanners, scheduling, streams, suspension, worker};
+use ff_core::flow::*;
 use ff_core::hmac_token::{KidInfo, RotateOutcome, SeedOutcome};
 use ff_core::suspension::*;
+use ff_core::{EdgeId, FlowId, WaitpointId};
 
 /// Implements every contract over a [`StoreRunner`]; each call is one atomic step.
 #[derive(Debug, Clone)]
@@ -377,6 +378,91 @@ impl<R: StoreRunner> EngineBackend for Engine<R> {
 
     async fn list_waitpoint_hmac_kids(&self) -> Result<(Option<String>, Vec<KidInfo>), EngineError> {
         self.with_store(move |s, now| suspension::list_hmac_kids(s, now)).await
+    }
+
+    async fn create_flow(&self, args: CreateFlowArgs) -> Result<CreateFlowOutcome, EngineError> {
+        self.with_store(move |s, now| flow::create_flow(s, now, &args)).await
+    }
+
+    async fn add_execution_to_flow(
+        &self,
+        flow_id: &FlowId,
+        execution_id: &ExecutionId,
+    ) -> Result<AddToFlowOutcome, EngineError> {
+        let (f, id) = (*flow_id, execution_id.clone());
+        self.with_store(move |s, now| flow::add_execution_to_flow(s, now, &f, &id)).await
+    }
+
+    async fn stage_dependency_edge(&self, args: StageEdgeArgs) -> Result<(EdgeId, u64), EngineError> {
+        self.with_store(move |s, now| flow::stage_dependency_edge(s, now, &args)).await
+    }
+
+    async fn set_edge_group_policy(
+        &self,
+        flow_id: &FlowId,
+        downstream: &ExecutionId,
+        policy: EdgeDependencyPolicy,
+    ) -> Result<bool, EngineError> {
+        let (f, d) = (*flow_id, downstream.clone());
+        self.with_store(move |s, now| flow::set_edge_group_policy(s, now, &f, &d, policy)).await
+    }
+
+    async fn apply_dependency_to_child(
+        &self,
+        flow_id: &FlowId,
+        edge_id: &EdgeId,
+    ) -> Result<Option<u64>, EngineError> {
+        let (f, e) = (*flow_id, *edge_id);
+        self.with_store(move |s, now| flow::apply_dependency_to_child(s, now, &f, &e)).await
+    }
+
+    async fn resolve_dependency(
+        &self,
+        flow_id: &FlowId,
+        edge_id: &EdgeId,
+        upstream_outcome: ff_core::TerminalOutcome,
+    ) -> Result<ResolveDependencyOutcome, EngineError> {
+        let (f, e) = (*flow_id, *edge_id);
+        self.with_store(move |s, now| flow::resolve_dependency(s, now, &f, &e, upstream_outcome)).await
+    }
+
+    async fn cancel_flow_header(
+        &self,
+        flow_id: &FlowId,
+        reason: &str,
+        policy: CancelFlowPolicy,
+        grace_ms: u64,
+    ) -> Result<CancelFlowHeader, EngineError> {
+        let (f, r) = (*flow_id, reason.to_owned());
+        self.with_store(move |s, now| flow::cancel_flow_header(s, now, &f, &r, policy, grace_ms)).await
+    }
+
+    async fn ack_cancel_member(
+        &self,
+        flow_id: &FlowId,
+        execution_id: &ExecutionId,
+    ) -> Result<(), EngineError> {
+        let (f, id) = (*flow_id, execution_id.clone());
+        self.with_store(move |s, _| flow::ack_cancel_member(s, &f, &id)).await
+    }
+
+    async fn promote_blocked_to_eligible(&self, execution_id: &ExecutionId) -> Result<(), EngineError> {
+        let id = execution_id.clone();
+        self.with_store(move |s, now| flow::promote_blocked_to_eligible(s, now, &id)).await
+    }
+
+    async fn set_flow_tags(
+        &self,
+        flow_id: &FlowId,
+        tags: Vec<(String, String)>,
+    ) -> Result<usize, EngineError> {
+        let f = *flow_id;
+        self.with_store(move |s, now| flow::set_flow_tags(s, now, &f, &tags)).await
+    }
+
+    async fn describe_flow(&self, flow_id: &FlowId) -> Result<Option<FlowSnapshot>, EngineError> {
+        let f = *flow_id;
+        self.with_store(move |s, _| flow::describe_flow(s, &f)).await
     }
 
     async fn append_stream_frame(&self, args: AppendFrameArgs) -> Result<AppendFrameOutcome, EngineError> {

@@ -4,10 +4,12 @@
 //! validates, loads, checks, applies, indexes and replies. [`Engine`] turns a
 //! [`StoreRunner`] (memory, SQLite, …) into a full `EngineBackend`.
 
+pub mod admission;
 pub mod common;
 pub mod conditions;
 pub mod engine;
 pub mod execution;
+pub mod flow;
 pub mod invariants;
 pub mod lease;
 pub mod lifecycle;

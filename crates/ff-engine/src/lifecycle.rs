@@ -122,6 +122,9 @@ pub fn cancel_execution(
     store.index_add(&lane_key(&core, LaneIndex::Terminal), args.execution_id.as_str(), now)?;
     if args.source != CancelSource::FlowCascade {
         publish_if_flow(store, &core, "cancelled", now)?;
+    } else {
+        store.put_exec(&core)?;
+        crate::flow::cascade(store, now, &args.execution_id)?;
     }
     store.put_exec(&core)?;
     Ok(CancelOutcome::Cancelled { execution_id: args.execution_id.clone(), from_phase: phase })
@@ -270,7 +273,9 @@ fn reclaim_over_cap(
     core.current_worker_id = None;
     core.current_worker_instance_id = None;
     enter_terminal_index(store, core, now)?;
-    store.put_exec(core)
+    store.put_exec(core)?;
+    // No publication (reference), but the children are still resolved.
+    crate::flow::cascade(store, now, &id).map(|_| ())
 }
 
 fn reclaim_onto_new_attempt(

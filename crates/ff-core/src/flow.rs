@@ -1,0 +1,325 @@
+//! Flows: members, dependency edges, edge groups and flow cancel (spec 03 §2).
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::EngineError;
+use crate::ids::{EdgeId, ExecutionId, FlowId, Namespace, TimestampMs};
+
+/// Longest breadth-first walk of the cycle check before it conservatively refuses.
+pub const CYCLE_CHECK_NODES_MAX: usize = 1000;
+/// Default grace before the cancel reconciler drains a cancelled flow's members, in ms.
+pub const CANCEL_GRACE_MS_DEFAULT: u64 = 30_000;
+/// Deepest skip cascade followed inline.
+pub const CASCADE_DEPTH_MAX: usize = 50;
+
+/// Arguments of `create_flow`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CreateFlowArgs {
+    /// Caller-minted flow id (its partition hosts every member).
+    pub flow_id: FlowId,
+    /// Free-form kind.
+    pub flow_kind: String,
+    /// Namespace.
+    pub namespace: Namespace,
+}
+
+/// Result of `create_flow`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub enum CreateFlowOutcome {
+    /// Created.
+    Created {
+        /// The flow.
+        flow_id: FlowId,
+    },
+    /// Already existed; nothing changed.
+    AlreadySatisfied {
+        /// The flow.
+        flow_id: FlowId,
+    },
+}
+
+/// Result of `add_execution_to_flow`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub enum AddToFlowOutcome {
+    /// Added.
+    Added {
+        /// The member.
+        execution_id: ExecutionId,
+        /// Members now.
+        new_node_count: u64,
+    },
+    /// Already a member.
+    AlreadyMember {
+        /// The member.
+        execution_id: ExecutionId,
+        /// Members now.
+        node_count: u64,
+    },
+}
+
+/// Arguments of `stage_dependency_edge`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StageEdgeArgs {
+    /// The flow.
+    pub flow_id: FlowId,
+    /// Caller-minted edge id.
+    pub edge_id: EdgeId,
+    /// Upstream member.
+    pub upstream_execution_id: ExecutionId,
+    /// Downstream member.
+    pub downstream_execution_id: ExecutionId,
+    /// Stored only (every edge means "upstream must succeed").
+    #[serde(default)]
+    pub dependency_kind: Option<String>,
+    /// Copy the upstream result over the downstream payload when set.
+    #[serde(default)]
+    pub data_passing_ref: Option<String>,
+    /// Compare-and-set on the flow's graph revision.
+    pub expected_graph_revision: u64,
+}
+
+/// A staged edge.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EdgeSnapshot {
+    /// Id.
+    pub edge_id: EdgeId,
+    /// Flow.
+    pub flow_id: FlowId,
+    /// Upstream.
+    pub upstream_execution_id: ExecutionId,
+    /// Downstream.
+    pub downstream_execution_id: ExecutionId,
+    /// Stored kind.
+    pub dependency_kind: String,
+    /// Always `all_required`.
+    pub satisfaction_condition: String,
+    /// Data passing reference.
+    pub data_passing_ref: Option<String>,
+    /// Always the staging literal `pending`.
+    pub edge_state: String,
+    /// Staging time.
+    pub created_at: TimestampMs,
+    /// Always `engine`.
+    pub created_by: String,
+}
+
+/// What a sibling group does once it fires.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnSatisfied {
+    /// Cancel still-running siblings.
+    CancelRemaining,
+    /// Let them run.
+    LetRun,
+}
+
+/// An edge group's policy over a downstream's inbound edges.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum EdgeDependencyPolicy {
+    /// Every edge must succeed.
+    AllOf,
+    /// One success suffices.
+    AnyOf {
+        /// What happens to the rest.
+        on_satisfied: OnSatisfied,
+    },
+    /// `k` successes suffice.
+    Quorum {
+        /// Threshold.
+        k: u32,
+        /// What happens to the rest.
+        on_satisfied: OnSatisfied,
+    },
+}
+
+impl EdgeDependencyPolicy {
+    /// Checks `k` (spec 03 §2.3.6 pre-check).
+    pub fn validate(&self) -> Result<(), EngineError> {
+        if let Self::Quorum { k, .. } = self {
+            if *k == 0 {
+                return Err(EngineError::invalid_input("quorum k must be >= 1"));
+            }
+            if *k > i32::MAX as u32 {
+                return Err(EngineError::invalid_input("quorum k exceeds supported maximum"));
+            }
+        }
+        Ok(())
+    }
+
+    /// The threshold `k` (1 for any-of, 0 for all-of).
+    pub fn k(&self) -> u32 {
+        match self {
+            Self::AllOf => 0,
+            Self::AnyOf { .. } => 1,
+            Self::Quorum { k, .. } => (*k).max(1),
+        }
+    }
+
+    /// The on-satisfied behaviour (all-of has none).
+    pub fn on_satisfied(&self) -> Option<OnSatisfied> {
+        match self {
+            Self::AllOf => None,
+            Self::AnyOf { on_satisfied } | Self::Quorum { on_satisfied, .. } => Some(*on_satisfied),
+        }
+    }
+}
+
+/// State of an edge group.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum GroupState {
+    /// Not decided.
+    Pending,
+    /// Enough upstreams succeeded.
+    Satisfied,
+    /// Can no longer be satisfied.
+    Impossible,
+}
+
+/// An edge group as reported.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EdgeGroupSnapshot {
+    /// The downstream.
+    pub downstream_execution_id: ExecutionId,
+    /// The policy.
+    pub policy: EdgeDependencyPolicy,
+    /// Applied edges.
+    pub total_deps: u64,
+    /// Succeeded upstreams.
+    pub satisfied_count: u64,
+    /// Failed upstreams.
+    pub failed_count: u64,
+    /// Skipped upstreams.
+    pub skipped_count: u64,
+    /// Undecided upstreams.
+    pub running_count: u64,
+    /// State.
+    pub group_state: GroupState,
+}
+
+/// Result of resolving one dependency edge (spec 03 §2.3.8, with `Pending` and `AlreadyFired`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub enum ResolveDependencyOutcome {
+    /// The edge is satisfied (and the child may now be eligible).
+    Satisfied {
+        /// Whether the upstream result was copied to the child.
+        data_injected: bool,
+    },
+    /// The edge is impossible.
+    Impossible {
+        /// Whether the child was skipped.
+        child_skipped: bool,
+    },
+    /// A quorum group is still undecided.
+    Pending,
+    /// A quorum group had already fired; only counters moved.
+    AlreadyFired,
+    /// The edge had been resolved before.
+    AlreadyResolved,
+}
+
+/// How `cancel_flow` treats members.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CancelFlowPolicy {
+    /// Only the flow.
+    FlowOnly,
+    /// Every member too.
+    CancelAll,
+    /// Behaves like `FlowOnly` (reference).
+    CancelPending,
+}
+
+impl CancelFlowPolicy {
+    /// The wire string.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::FlowOnly => "flow_only",
+            Self::CancelAll => "cancel_all",
+            Self::CancelPending => "cancel_pending",
+        }
+    }
+}
+
+/// Result of the flow-side cancel (`cancel_flow_header`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub enum CancelFlowHeader {
+    /// The flow is now cancelled.
+    Cancelled {
+        /// The policy.
+        cancellation_policy: String,
+        /// Members (sorted).
+        member_execution_ids: Vec<ExecutionId>,
+    },
+    /// It was already terminal.
+    AlreadyTerminal {
+        /// Stored policy.
+        stored_cancellation_policy: Option<String>,
+        /// Stored reason.
+        stored_cancel_reason: Option<String>,
+        /// Members (sorted).
+        member_execution_ids: Vec<ExecutionId>,
+    },
+}
+
+/// Result of `cancel_flow` with member dispatch.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub enum CancelFlowResult {
+    /// Every member that needed a cancel has one.
+    Cancelled {
+        /// The policy.
+        cancellation_policy: String,
+        /// Members.
+        member_execution_ids: Vec<ExecutionId>,
+    },
+    /// Some member cancels failed (left for the reconciler).
+    PartiallyCancelled {
+        /// The policy.
+        cancellation_policy: String,
+        /// Members.
+        member_execution_ids: Vec<ExecutionId>,
+        /// Members whose cancel failed.
+        failed_member_execution_ids: Vec<ExecutionId>,
+    },
+}
+
+/// The read model of a flow.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FlowSnapshot {
+    /// Id.
+    pub flow_id: FlowId,
+    /// Kind.
+    pub flow_kind: String,
+    /// Namespace.
+    pub namespace: Namespace,
+    /// `open` or `cancelled`.
+    pub public_flow_state: String,
+    /// Revision (add member and stage edge bump it).
+    pub graph_revision: u64,
+    /// Members.
+    pub node_count: u64,
+    /// Edges.
+    pub edge_count: u64,
+    /// Creation.
+    pub created_at: TimestampMs,
+    /// Last write.
+    pub last_mutation_at: TimestampMs,
+    /// Cancel time.
+    pub cancelled_at: Option<TimestampMs>,
+    /// Cancel reason.
+    pub cancel_reason: Option<String>,
+    /// Cancel policy.
+    pub cancellation_policy: Option<String>,
+    /// Flow tags.
+    pub tags: BTreeMap<String, String>,
+    /// One entry per member with inbound edges.
+    pub edge_groups: Vec<EdgeGroupSnapshot>,
+}
