@@ -492,6 +492,19 @@ async fn capability_flags_match_methods(ctx: Ctx) {
             .map(|_| ()),
         ),
     ));
+    let budget = ff_core::BudgetId::from_uuid(Uuid::nil());
+    let quota = ff_core::QuotaPolicyId::from_uuid(Uuid::nil());
+    let budget_probe = unavailable(b.get_budget_status(&budget).await.map(|_| ()));
+    let quota_probe = unavailable(b.read_quota_policy_limits(&quota).await.map(|_| ()));
+    checks.push(("budget_admin", s.budget_admin, budget_probe));
+    checks.push(("read_budget_usage_and_limits", s.read_budget_usage_and_limits, budget_probe));
+    checks.push(("quota_admin", s.quota_admin, quota_probe));
+    checks.push(("read_quota_policy_limits", s.read_quota_policy_limits, quota_probe));
+    checks.push((
+        "release_admission",
+        s.release_admission,
+        unavailable(b.release_admission(&quota, &missing).await),
+    ));
     for (name, flag, is_unavailable) in checks {
         assert_eq!(
             flag, !is_unavailable,
@@ -499,13 +512,8 @@ async fn capability_flags_match_methods(ctx: Ctx) {
         );
     }
     // Flags of methods the trait does not have yet must not be claimed.
-    let absent = [
-        ("budget_admin", s.budget_admin),
-        ("quota_admin", s.quota_admin),
-        ("claim_for_worker", s.claim_for_worker),
-        ("subscribe_instance_tags", s.subscribe_instance_tags),
-        ("release_admission", s.release_admission),
-    ];
+    let absent =
+        [("claim_for_worker", s.claim_for_worker), ("subscribe_instance_tags", s.subscribe_instance_tags)];
     for (name, flag) in absent {
         assert!(!flag, "supports.{name} is true but the method does not exist");
     }

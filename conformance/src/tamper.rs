@@ -7,6 +7,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use ff_core::AttemptIndex;
 use ff_core::WaitpointId;
+use ff_core::admission::*;
 use ff_core::contracts::*;
 use ff_core::error::StateKind;
 use ff_core::flow::*;
@@ -17,7 +18,7 @@ use ff_core::{
     BackendTag, Capabilities, EngineBackend, EngineError, ExecutionId, LaneId, LeaseFence, PartitionConfig,
     SimClock, TimestampMs,
 };
-use ff_core::{EdgeId, FlowId};
+use ff_core::{BudgetId, EdgeId, FlowId, QuotaPolicyId};
 use tokio::sync::Mutex;
 
 /// Which defect the wrapper injects.
@@ -544,5 +545,62 @@ impl EngineBackend for Tamper {
 
     async fn describe_flow(&self, flow_id: &FlowId) -> Result<Option<FlowSnapshot>, EngineError> {
         self.inner.describe_flow(flow_id).await
+    }
+
+    async fn create_budget(&self, args: CreateBudgetArgs) -> Result<CreateBudgetOutcome, EngineError> {
+        self.inner.create_budget(args).await
+    }
+
+    async fn report_usage_and_check(&self, args: ReportUsageArgs) -> Result<ReportUsageResult, EngineError> {
+        self.inner.report_usage_and_check(args).await
+    }
+
+    async fn record_spend(&self, args: RecordSpendArgs) -> Result<ReportUsageResult, EngineError> {
+        self.inner.record_spend(args).await
+    }
+
+    async fn release_budget(
+        &self,
+        budget_id: &BudgetId,
+        execution_id: &ExecutionId,
+    ) -> Result<bool, EngineError> {
+        self.inner.release_budget(budget_id, execution_id).await
+    }
+
+    async fn reset_budget(&self, budget_id: &BudgetId) -> Result<Option<TimestampMs>, EngineError> {
+        self.inner.reset_budget(budget_id).await
+    }
+
+    async fn get_budget_status(&self, budget_id: &BudgetId) -> Result<BudgetStatus, EngineError> {
+        self.inner.get_budget_status(budget_id).await
+    }
+
+    async fn create_quota_policy(
+        &self,
+        args: CreateQuotaPolicyArgs,
+    ) -> Result<CreateQuotaOutcome, EngineError> {
+        self.inner.create_quota_policy(args).await
+    }
+
+    async fn check_admission_and_record(
+        &self,
+        args: CheckAdmissionArgs,
+    ) -> Result<CheckAdmissionResult, EngineError> {
+        self.inner.check_admission_and_record(args).await
+    }
+
+    async fn release_admission(
+        &self,
+        quota_policy_id: &QuotaPolicyId,
+        execution_id: &ExecutionId,
+    ) -> Result<(), EngineError> {
+        self.inner.release_admission(quota_policy_id, execution_id).await
+    }
+
+    async fn read_quota_policy_limits(
+        &self,
+        quota_policy_id: &QuotaPolicyId,
+    ) -> Result<Option<QuotaPolicyLimits>, EngineError> {
+        self.inner.read_quota_policy_limits(quota_policy_id).await
     }
 }

@@ -97,6 +97,11 @@ impl StoreRunner for MemoryRunner {
             "list_pending_waitpoints",
             "cancel_flow_header",
             "ack_cancel_member",
+            "budget_admin",
+            "quota_admin",
+            "release_admission",
+            "read_quota_policy_limits",
+            "read_budget_usage_and_limits",
         ] {
             supports.set(name, true);
         }
@@ -109,6 +114,8 @@ impl StoreRunner for MemoryRunner {
             ContractFamily::Streams,
             ContractFamily::Suspension,
             ContractFamily::Flows,
+            ContractFamily::Budgets,
+            ContractFamily::Quotas,
         ];
         Capabilities::new(identity, supports, families, self.clock.as_sim().is_some())
     }

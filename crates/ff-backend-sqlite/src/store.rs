@@ -58,6 +58,10 @@ fn index_name(key: &IndexKey) -> String {
         IndexKey::QuotaWindow(q) => format!("quota_window|{q}"),
         IndexKey::BudgetResets => "budget_resets".to_owned(),
         IndexKey::Flows => "flows".to_owned(),
+        IndexKey::BudgetPolicies => "budget_policies".to_owned(),
+        IndexKey::QuotaPolicies => "quota_policies".to_owned(),
+        IndexKey::CancelBacklog(p) => format!("cancel_backlog|{p}"),
+        IndexKey::PendingCancelGroups(p) => format!("pending_cancel_groups|{p}"),
     }
 }
 

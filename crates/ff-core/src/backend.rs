@@ -2,6 +2,7 @@
 
 use async_trait::async_trait;
 
+use crate::admission::*;
 use crate::capabilities::Capabilities;
 use crate::clock::SimClock;
 use crate::contracts::*;
@@ -10,7 +11,7 @@ use crate::flow::*;
 use crate::handle::{BackendTag, Handle, HandlePayload};
 use crate::hmac_token::{KidInfo, RotateOutcome, SeedOutcome};
 use crate::ids::{AttemptIndex, CancelSource, ExecutionId, LaneId, LeaseFence, TimestampMs, WaitpointId};
-use crate::ids::{EdgeId, FlowId};
+use crate::ids::{BudgetId, EdgeId, FlowId, QuotaPolicyId};
 use crate::partition::PartitionConfig;
 use crate::state::PublicState;
 use crate::stream::{AppendFrameOutcome, Frame, StreamCursor, StreamFrames, SummaryDocument, TailVisibility};
@@ -350,6 +351,55 @@ pub trait EngineBackend: Send + Sync + 'static {
 
     /// The read model of a flow (spec 03 §2.8).
     async fn describe_flow(&self, flow_id: &FlowId) -> Result<Option<FlowSnapshot>, EngineError>;
+
+    // ------------------------------------------------------------ budgets and quotas
+
+    /// Creates a budget (spec 03 §3.2.1).
+    async fn create_budget(&self, args: CreateBudgetArgs) -> Result<CreateBudgetOutcome, EngineError>;
+
+    /// Checks a usage report against the hard limits, then applies it (spec 03 §3.2.2).
+    async fn report_usage_and_check(&self, args: ReportUsageArgs) -> Result<ReportUsageResult, EngineError>;
+
+    /// Charges an execution's spend to the budget and its ledger (spec 03 §3.2.3).
+    async fn record_spend(&self, args: RecordSpendArgs) -> Result<ReportUsageResult, EngineError>;
+
+    /// Gives an execution's recorded spend back to the budget; false if none was recorded (spec 03 §3.2.4).
+    async fn release_budget(
+        &self,
+        budget_id: &BudgetId,
+        execution_id: &ExecutionId,
+    ) -> Result<bool, EngineError>;
+
+    /// Zeroes usage now; returns the next scheduled reset, if any (spec 03 §3.2.5).
+    async fn reset_budget(&self, budget_id: &BudgetId) -> Result<Option<TimestampMs>, EngineError>;
+
+    /// Definition, limits, usage and counters of a budget (spec 03 §3.3).
+    async fn get_budget_status(&self, budget_id: &BudgetId) -> Result<BudgetStatus, EngineError>;
+
+    /// Creates a quota policy (spec 03 §4.2.1).
+    async fn create_quota_policy(
+        &self,
+        args: CreateQuotaPolicyArgs,
+    ) -> Result<CreateQuotaOutcome, EngineError>;
+
+    /// Checks the rate and concurrency limits and records an admission (spec 03 §4.2.2).
+    async fn check_admission_and_record(
+        &self,
+        args: CheckAdmissionArgs,
+    ) -> Result<CheckAdmissionResult, EngineError>;
+
+    /// Releases an admission after a failed claim (spec 03 §4.2.3).
+    async fn release_admission(
+        &self,
+        quota_policy_id: &QuotaPolicyId,
+        execution_id: &ExecutionId,
+    ) -> Result<(), EngineError>;
+
+    /// A quota policy's stored limits; `None` when it was never created (spec 03 §4.3).
+    async fn read_quota_policy_limits(
+        &self,
+        quota_policy_id: &QuotaPolicyId,
+    ) -> Result<Option<QuotaPolicyLimits>, EngineError>;
 
     // ------------------------------------------------------------ streams
 

@@ -1326,6 +1326,18 @@ pub struct ExecutionSnapshot {
     pub progress_message: Option<String>,
     /// Tags.
     pub tags: BTreeMap<String, String>,
+    /// Flow membership.
+    #[serde(default)]
+    pub flow_id: Option<String>,
+    /// Capabilities a worker must hold to be granted this execution (sorted).
+    #[serde(default)]
+    pub required_capabilities: Vec<String>,
+    /// Budgets whose hard limits gate admission.
+    #[serde(default)]
+    pub budget_ids: Vec<String>,
+    /// Quota policy that gates admission.
+    #[serde(default)]
+    pub quota_policy_id: Option<String>,
 }
 
 /// Payload, kind and tags of an execution, for the worker that runs it.
@@ -1434,18 +1446,44 @@ pub enum ScannerKind {
     SuspensionTimeout,
     /// Closes pending waitpoints past their expiry (`never_committed`).
     PendingWaitpointExpiry,
+    /// Resolves edges of dependency-blocked children whose upstream is terminal; promotes zero-dependency ones.
+    DependencyReconciler,
+    /// Re-admits executions blocked on budget, quota or route once the cause is gone.
+    Unblock,
+    /// Cancels flow members still owed a cancel after the grace period.
+    CancelReconciler,
+    /// Cancels the remaining siblings of satisfied or impossible quorum groups.
+    EdgeCancelDispatcher,
+    /// Resets budgets whose periodic reset is due (not partitioned: partition 0 only).
+    BudgetReset,
+    /// Marks or clears hard-breach markers on budgets (not partitioned: partition 0 only).
+    BudgetReconciler,
+    /// Trims quota windows and recounts concurrency (not partitioned: partition 0 only).
+    QuotaReconciler,
 }
 
 impl ScannerKind {
-    /// Every scanner of this chapter.
-    pub const ALL: [ScannerKind; 6] = [
+    /// Every scanner.
+    pub const ALL: [ScannerKind; 13] = [
         Self::LeaseExpiry,
         Self::DelayedPromoter,
         Self::AttemptTimeout,
         Self::ExecutionDeadline,
         Self::SuspensionTimeout,
         Self::PendingWaitpointExpiry,
+        Self::DependencyReconciler,
+        Self::Unblock,
+        Self::CancelReconciler,
+        Self::EdgeCancelDispatcher,
+        Self::BudgetReset,
+        Self::BudgetReconciler,
+        Self::QuotaReconciler,
     ];
+
+    /// Whether the scanner walks global state (runs on partition 0 only).
+    pub fn is_global(self) -> bool {
+        matches!(self, Self::BudgetReset | Self::BudgetReconciler | Self::QuotaReconciler)
+    }
 }
 
 /// What one pass did.

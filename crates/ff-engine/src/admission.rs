@@ -70,6 +70,9 @@ pub struct BudgetRecord {
     pub last_updated_at: TimestampMs,
     /// Spend per execution id, per dimension (`record_spend`); not cleared by reset.
     pub ledgers: BTreeMap<String, BTreeMap<String, u64>>,
+    /// Set by the budget reconciler while a hard limit is exceeded (kept out of `usage`).
+    #[serde(default)]
+    pub breached_at: Option<TimestampMs>,
 }
 
 /// A quota policy's definition, concurrency counter and admission guards.
@@ -175,6 +178,7 @@ pub fn create_budget(
 ) -> StoreResult<CreateBudgetOutcome> {
     args.validate()?;
     let budget_id = args.budget_id;
+    store.index_add(&IndexKey::BudgetPolicies, &budget_id.to_string(), 0)?;
     if get::<BudgetRecord>(store, RecordKind::Budget, &budget_id.to_string())?.is_some() {
         return Ok(CreateBudgetOutcome::AlreadySatisfied { budget_id });
     }
@@ -207,6 +211,7 @@ pub fn create_budget(
         created_at: now,
         last_updated_at: now,
         ledgers: BTreeMap::new(),
+        breached_at: None,
     };
     put_budget(store, &rec)?;
     if let Some(at) = next_reset_at {
@@ -472,6 +477,7 @@ pub fn create_quota_policy(
     rec.created_at = Some(now);
     rec.concurrency = 0;
     put_quota(store, &rec)?;
+    store.index_add(&IndexKey::QuotaPolicies, &quota_policy_id.to_string(), 0)?;
     Ok(CreateQuotaOutcome::Created { quota_policy_id })
 }
 
@@ -580,6 +586,65 @@ pub fn reconcile_quota(
         put_quota(store, &rec)?;
     }
     Ok(corrected)
+}
+
+/// The budget reconciler's step for one budget (spec 03 §7.3.7): sets or clears
+/// the breach marker on the definition; true if it flipped.
+///
+/// Budgets with a periodic reset are skipped; an unknown id answers false.
+pub fn reconcile_budget(store: &mut dyn Store, now: TimestampMs, budget_id: &BudgetId) -> StoreResult<bool> {
+    let Some(mut rec) = get::<BudgetRecord>(store, RecordKind::Budget, &budget_id.to_string())? else {
+        return Ok(false);
+    };
+    if rec.reset_interval_ms > 0 || rec.hard_limits.values().all(|l| *l == 0) {
+        return Ok(false);
+    }
+    let breached = rec
+        .hard_limits
+        .iter()
+        .any(|(dim, limit)| *limit > 0 && rec.usage.get(dim).copied().unwrap_or(0) > *limit);
+    let flip = breached != rec.breached_at.is_some();
+    if flip {
+        rec.breached_at = breached.then_some(now);
+        put_budget(store, &rec)?;
+    }
+    Ok(flip)
+}
+
+/// The first hard-limited dimension of a budget whose usage has reached its
+/// limit, as `(dimension, used, limit)`; `None` for an unknown budget (spec 03 §6.2 c, §7.3.6).
+pub fn budget_hard_breach(
+    store: &dyn Store,
+    budget_id: &BudgetId,
+) -> StoreResult<Option<(String, u64, u64)>> {
+    let Some(rec) = get::<BudgetRecord>(store, RecordKind::Budget, &budget_id.to_string())? else {
+        return Ok(None);
+    };
+    Ok(rec.hard_limits.iter().find_map(|(dim, limit)| {
+        let used = rec.usage.get(dim).copied().unwrap_or(0);
+        (*limit > 0 && used >= *limit).then(|| (dim.clone(), used, *limit))
+    }))
+}
+
+/// Whether a quota policy still refuses admission at `now` (spec 03 §7.3.6):
+/// its window is full or its concurrency counter is at the cap. Trims the window.
+pub fn quota_still_blocked(
+    store: &mut dyn Store,
+    now: TimestampMs,
+    quota_policy_id: &QuotaPolicyId,
+) -> StoreResult<bool> {
+    let Some(rec) = get_quota(store, quota_policy_id)?.filter(QuotaRecord::is_defined) else {
+        return Ok(false);
+    };
+    if rec.max_requests_per_window > 0 {
+        let seconds = if rec.requests_per_window_seconds == 0 { 60 } else { rec.requests_per_window_seconds };
+        let key = window_key(quota_policy_id);
+        trim_window(store, &key, now.saturating_sub(window_ms(seconds)))?;
+        if store.index_count(&key)? >= rec.max_requests_per_window {
+            return Ok(true);
+        }
+    }
+    Ok(rec.active_concurrency_cap > 0 && rec.concurrency >= rec.active_concurrency_cap)
 }
 
 /// Removes window entries scored at or before `cutoff`; returns how many.

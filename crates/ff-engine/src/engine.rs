@@ -11,11 +11,14 @@ use ff_core::{
 };
 
 use crate::store::{Store, StoreRunner};
-use crate::{execution, flow, lease, lifecycle, reads, scanners, scheduling, streams, suspension, worker};
+use crate::{
+    admission, execution, flow, lease, lifecycle, reads, scanners, scheduling, streams, suspension, worker,
+};
+use ff_core::admission::*;
 use ff_core::flow::*;
 use ff_core::hmac_token::{KidInfo, RotateOutcome, SeedOutcome};
 use ff_core::suspension::*;
-use ff_core::{EdgeId, FlowId, WaitpointId};
+use ff_core::{BudgetId, EdgeId, FlowId, QuotaPolicyId, WaitpointId};
 
 /// Implements every contract over a [`StoreRunner`]; each call is one atomic step.
 #[derive(Debug, Clone)]
@@ -463,6 +466,68 @@ impl<R: StoreRunner> EngineBackend for Engine<R> {
     async fn describe_flow(&self, flow_id: &FlowId) -> Result<Option<FlowSnapshot>, EngineError> {
         let f = *flow_id;
         self.with_store(move |s, _| flow::describe_flow(s, &f)).await
+    }
+
+    async fn create_budget(&self, args: CreateBudgetArgs) -> Result<CreateBudgetOutcome, EngineError> {
+        self.with_store(move |s, now| admission::create_budget(s, now, &args)).await
+    }
+
+    async fn report_usage_and_check(&self, args: ReportUsageArgs) -> Result<ReportUsageResult, EngineError> {
+        self.with_store(move |s, now| admission::report_usage(s, now, &args)).await
+    }
+
+    async fn record_spend(&self, args: RecordSpendArgs) -> Result<ReportUsageResult, EngineError> {
+        self.with_store(move |s, now| admission::record_spend(s, now, &args)).await
+    }
+
+    async fn release_budget(
+        &self,
+        budget_id: &BudgetId,
+        execution_id: &ExecutionId,
+    ) -> Result<bool, EngineError> {
+        let (b, e) = (*budget_id, execution_id.clone());
+        self.with_store(move |s, now| admission::release_budget(s, now, &b, &e)).await
+    }
+
+    async fn reset_budget(&self, budget_id: &BudgetId) -> Result<Option<TimestampMs>, EngineError> {
+        let b = *budget_id;
+        self.with_store(move |s, now| admission::reset_budget(s, now, &b)).await
+    }
+
+    async fn get_budget_status(&self, budget_id: &BudgetId) -> Result<BudgetStatus, EngineError> {
+        let b = *budget_id;
+        self.with_store(move |s, _| admission::get_budget_status(s, &b)).await
+    }
+
+    async fn create_quota_policy(
+        &self,
+        args: CreateQuotaPolicyArgs,
+    ) -> Result<CreateQuotaOutcome, EngineError> {
+        self.with_store(move |s, now| admission::create_quota_policy(s, now, &args)).await
+    }
+
+    async fn check_admission_and_record(
+        &self,
+        args: CheckAdmissionArgs,
+    ) -> Result<CheckAdmissionResult, EngineError> {
+        self.with_store(move |s, now| admission::check_admission_and_record(s, now, &args)).await
+    }
+
+    async fn release_admission(
+        &self,
+        quota_policy_id: &QuotaPolicyId,
+        execution_id: &ExecutionId,
+    ) -> Result<(), EngineError> {
+        let (q, e) = (*quota_policy_id, execution_id.clone());
+        self.with_store(move |s, now| admission::release_admission(s, now, &q, &e)).await
+    }
+
+    async fn read_quota_policy_limits(
+        &self,
+        quota_policy_id: &QuotaPolicyId,
+    ) -> Result<Option<QuotaPolicyLimits>, EngineError> {
+        let q = *quota_policy_id;
+        self.with_store(move |s, _| admission::read_quota_policy_limits(s, &q)).await
     }
 
     async fn append_stream_frame(&self, args: AppendFrameArgs) -> Result<AppendFrameOutcome, EngineError> {

@@ -577,6 +577,7 @@ fn resolve_quorum(
     let incoming: Vec<EdgeId> = f.incoming.get(&child).into_iter().flatten().copied().collect();
     let siblings: Vec<ExecutionId> =
         incoming.iter().filter_map(|e| f.edges.get(e)).map(|e| e.upstream_execution_id.clone()).collect();
+    let flow_id = f.flow_id;
     let Some(g) = f.groups.get_mut(&child) else { return Ok(ResolveDependencyOutcome::Pending) };
     match outcome {
         TerminalOutcome::Success => g.succeeded += 1,
@@ -610,6 +611,9 @@ fn resolve_quorum(
             if store.get_exec(&s)?.is_some_and(|c| c.state.lifecycle_phase != LifecyclePhase::Terminal) {
                 running.push(s);
             }
+        }
+        if !running.is_empty() {
+            store.index_add(&sibling_group_index(&child), &sibling_group_member(&flow_id, &child), now)?;
         }
         g.cancel_siblings = running;
         g.cancel_siblings_reason = Some(
@@ -701,7 +705,9 @@ pub fn cancel_flow_header(
     f.last_mutation_at = now;
     if policy == CancelFlowPolicy::CancelAll && !members.is_empty() {
         f.pending_cancels = f.members.clone();
-        f.cancel_backlog_at = Some(now.saturating_add(i64::try_from(grace_ms).unwrap_or(i64::MAX)));
+        let at = now.saturating_add(i64::try_from(grace_ms).unwrap_or(i64::MAX));
+        f.cancel_backlog_at = Some(at);
+        store.index_add(&cancel_backlog_index(store, flow_id), &flow_id.to_string(), at)?;
     }
     put_flow(store, &f)?;
     Ok(CancelFlowHeader::Cancelled {
@@ -716,6 +722,7 @@ pub fn ack_cancel_member(store: &mut dyn Store, flow_id: &FlowId, eid: &Executio
     if f.pending_cancels.remove(eid) {
         if f.pending_cancels.is_empty() {
             f.cancel_backlog_at = None;
+            store.index_remove(&cancel_backlog_index(store, flow_id), &flow_id.to_string())?;
         }
         put_flow(store, &f)?;
     }
@@ -804,4 +811,220 @@ pub fn describe_flow(store: &mut dyn Store, flow_id: &FlowId) -> StoreResult<Opt
         tags: f.tags,
         edge_groups,
     }))
+}
+
+// ---------------------------------------------------------------------------
+// Reconcilers (spec 03 §7.3.1–§7.3.4)
+// ---------------------------------------------------------------------------
+
+/// Edges one dependency-reconciler visit resolves per child.
+const RECONCILE_EDGES_MAX: usize = 20;
+/// Members one cancel-reconciler visit cancels per flow.
+const CANCEL_MEMBERS_MAX: usize = 500;
+/// Siblings one dispatcher visit cancels per group.
+const SIBLINGS_MAX: usize = 1024;
+
+fn cancel_backlog_index(store: &dyn Store, flow_id: &FlowId) -> IndexKey {
+    let cfg = store.partition_config();
+    IndexKey::CancelBacklog(ff_core::partition::flow_partition(&flow_id.0, &cfg).index)
+}
+
+fn sibling_group_index(child: &ExecutionId) -> IndexKey {
+    IndexKey::PendingCancelGroups(child.partition_index())
+}
+
+fn sibling_group_member(flow_id: &FlowId, child: &ExecutionId) -> String {
+    format!("{flow_id}|{child}")
+}
+
+/// Whether a member-cancel answer is final (the member needs no further cancel).
+fn cancel_is_final(r: &StoreResult<ff_core::contracts::CancelOutcome>) -> bool {
+    match r {
+        Ok(_) => true,
+        Err(e) => matches!(
+            e,
+            EngineError::NotFound { .. }
+                | EngineError::Validation { .. }
+                | EngineError::Contention(_)
+                | EngineError::State(_)
+                | EngineError::Bug { .. }
+        ),
+    }
+}
+
+fn operator_cancel(
+    store: &mut dyn Store,
+    now: TimestampMs,
+    eid: &ExecutionId,
+    reason: &str,
+) -> StoreResult<ff_core::contracts::CancelOutcome> {
+    let args = ff_core::contracts::CancelExecutionArgs {
+        execution_id: eid.clone(),
+        reason: reason.to_owned(),
+        source: ff_core::CancelSource::OperatorOverride,
+        lease_id: None,
+        lease_epoch: None,
+    };
+    crate::lifecycle::cancel_execution(store, now, &args)
+}
+
+/// The dependency reconciler's visit of one blocked child (spec 03 §7.3.1): resolves
+/// up to 20 unsatisfied edges whose upstream is already terminal (cascading a skip),
+/// then promotes the child if it is still blocked with no unsatisfied edge left (the
+/// §2.3.12 Spec). Returns the edges resolved; a child that is not blocked is left alone.
+pub fn reconcile_blocked_child(
+    store: &mut dyn Store,
+    now: TimestampMs,
+    eid: &ExecutionId,
+) -> StoreResult<u32> {
+    let blocked = |c: &ExecCore| {
+        c.state.lifecycle_phase == LifecyclePhase::Runnable
+            && c.state.eligibility_state == EligibilityState::BlockedByDependencies
+    };
+    let Some(core) = store.get_exec(eid)? else { return Ok(0) };
+    if !blocked(&core) {
+        return Ok(0);
+    }
+    let mut resolved = 0;
+    let flow_id = core.flow_id.as_deref().and_then(|f| FlowId::parse(f).ok());
+    if let (Some(fid), Some(d)) = (flow_id, deps(store, eid)?) {
+        let open: Vec<(EdgeId, ExecutionId)> = d
+            .deps
+            .iter()
+            .filter(|(_, dep)| dep.state == "unsatisfied")
+            .take(RECONCILE_EDGES_MAX)
+            .map(|(e, dep)| (*e, dep.upstream.clone()))
+            .collect();
+        for (edge_id, upstream) in open {
+            let Some(up) = store.get_exec(&upstream)? else { continue };
+            if up.state.lifecycle_phase != LifecyclePhase::Terminal
+                || up.state.terminal_outcome == TerminalOutcome::None
+            {
+                continue;
+            }
+            resolved += 1;
+            if let ResolveDependencyOutcome::Impossible { child_skipped: true } =
+                resolve_dependency(store, now, &fid, &edge_id, up.state.terminal_outcome)?
+            {
+                cascade(store, now, eid)?;
+                return Ok(resolved);
+            }
+        }
+    }
+    let Some(mut core) = store.get_exec(eid)? else { return Ok(resolved) };
+    let unsatisfied =
+        deps(store, eid)?.map_or(0, |d| d.deps.values().filter(|x| x.state == "unsatisfied").count());
+    if blocked(&core) && unsatisfied == 0 {
+        flip_eligible(store, now, &mut core)?;
+    }
+    Ok(resolved)
+}
+
+/// The cancel reconciler's visit of one backlogged flow (spec 03 §7.3.2): cancels up
+/// to 500 members still owed a cancel and acknowledges each final answer. Returns
+/// how many members were acknowledged; a missing flow or malformed entry is dropped.
+pub fn drain_cancel_backlog(
+    store: &mut dyn Store,
+    now: TimestampMs,
+    member: &str,
+    partition: u16,
+) -> StoreResult<u32> {
+    let index = IndexKey::CancelBacklog(partition);
+    let Ok(fid) = FlowId::parse(member) else {
+        store.index_remove(&index, member)?;
+        return Ok(0);
+    };
+    let Some(f) = flow(store, &fid)? else {
+        store.index_remove(&index, member)?;
+        return Ok(0);
+    };
+    if f.pending_cancels.is_empty() {
+        store.index_remove(&index, member)?;
+        return Ok(0);
+    }
+    let reason = f.cancel_reason.clone().unwrap_or_else(|| "flow_cancelled".to_owned());
+    let owed: Vec<ExecutionId> = f.pending_cancels.iter().take(CANCEL_MEMBERS_MAX).cloned().collect();
+    let mut acked = 0;
+    for m in owed {
+        if cancel_is_final(&operator_cancel(store, now, &m, &reason)) {
+            ack_cancel_member(store, &fid, &m)?;
+            acked += 1;
+        }
+    }
+    Ok(acked)
+}
+
+/// The sibling-cancel dispatcher's visit of one edge group (spec 03 §7.3.3), with the
+/// drain of §2.3.9 in the same atomic step: cancels every sibling still listed, then
+/// clears the list and drops the group from the pending set. Returns the siblings
+/// cancelled; if any cancel answers a non-final error the group is left for the next pass.
+pub fn dispatch_sibling_cancels(
+    store: &mut dyn Store,
+    now: TimestampMs,
+    member: &str,
+    partition: u16,
+) -> StoreResult<u32> {
+    let index = IndexKey::PendingCancelGroups(partition);
+    let parsed =
+        member.split_once('|').and_then(|(f, c)| Some((FlowId::parse(f).ok()?, ExecutionId::parse(c).ok()?)));
+    let Some((fid, child)) = parsed else {
+        store.index_remove(&index, member)?;
+        return Ok(0);
+    };
+    let group = flow(store, &fid)?.and_then(|f| f.groups.get(&child).cloned());
+    let Some(group) = group else {
+        store.index_remove(&index, member)?;
+        return Ok(0);
+    };
+    let reason =
+        group.cancel_siblings_reason.clone().unwrap_or_else(|| "sibling_quorum_satisfied".to_owned());
+    let mut cancelled = 0;
+    for sibling in group.cancel_siblings.iter().take(SIBLINGS_MAX) {
+        let r = operator_cancel(store, now, sibling, &reason);
+        if !cancel_is_final(&r) {
+            return Ok(cancelled);
+        }
+        if r.is_ok() {
+            cancelled += 1;
+        }
+    }
+    // The cancels above ran the cascade, which rewrote the flow: reload before draining.
+    if let Some(mut f) = flow(store, &fid)? {
+        if let Some(g) = f.groups.get_mut(&child) {
+            g.cancel_siblings.clear();
+        }
+        put_flow(store, &f)?;
+    }
+    store.index_remove(&index, member)?;
+    Ok(cancelled)
+}
+
+/// The flow side of replaying a skipped member (spec 01 §6.24): every `impossible`
+/// edge of the child becomes `unsatisfied` again, its edge group reopens with
+/// counters recomputed from the edges, and the number of unsatisfied edges is returned.
+pub fn reopen_skipped_member(store: &mut dyn Store, now: TimestampMs, eid: &ExecutionId) -> StoreResult<u64> {
+    let Some(mut d) = deps(store, eid)? else { return Ok(0) };
+    for dep in d.deps.values_mut().filter(|x| x.state == "impossible") {
+        dep.state = "unsatisfied".to_owned();
+        dep.last_resolved_at = None;
+    }
+    let unsatisfied = d.deps.values().filter(|x| x.state == "unsatisfied").count() as u64;
+    let satisfied = d.deps.values().filter(|x| x.state == "satisfied").count() as u64;
+    d.unsatisfied_required_count = unsatisfied;
+    d.impossible_required_count = 0;
+    d.last_dependency_update_at = now;
+    put_deps(store, eid, &d)?;
+    if let Some(fid) = d.flow_id
+        && let Some(mut f) = flow(store, &fid)?
+        && let Some(g) = f.groups.get_mut(eid)
+    {
+        g.succeeded = satisfied;
+        g.failed = 0;
+        g.skipped = 0;
+        g.state = GroupState::Pending;
+        g.satisfied_at = None;
+        f.last_mutation_at = now;
+        put_flow(store, &f)?;
+    }
+    Ok(unsatisfied)
 }

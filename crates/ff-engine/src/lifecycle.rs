@@ -388,7 +388,7 @@ pub fn expire_execution(
         store.append_lease_event(id, "released", now, fields)?;
     }
     if from == LifecyclePhase::Suspended {
-        crate::suspension::close_for_terminal(store, now, id, "expired", "expired")?;
+        crate::suspension::close_for_expiry(store, now, id, reason)?;
     }
     remove_everywhere(store, &core)?;
     let attempt_state = if core.current_attempt_index.is_some() {
@@ -450,10 +450,11 @@ pub fn replay_execution(
         && core.flow_id.as_deref().is_some_and(|f| !f.is_empty());
     store.index_remove(&lane_key(&core, LaneIndex::Terminal), id.as_str())?;
     let replay_type = if skipped_member {
+        let unsatisfied = crate::flow::reopen_skipped_member(store, now, id)?;
         let state = StateVector::runnable(
             EligibilityState::BlockedByDependencies,
             BlockingReason::WaitingForChildren,
-            "0 dep(s) unsatisfied after replay".to_owned(),
+            format!("{unsatisfied} dep(s) unsatisfied after replay"),
             AttemptState::PendingReplayAttempt,
         );
         transition(&mut core, state, now);
@@ -533,7 +534,6 @@ fn resume_attempt(
     core.lease_expired_at = None;
     core.lease_revoked_at = None;
     core.lease_revoke_reason = None;
-    core.delay_until = None;
     if let Some(t) = r.remaining_attempt_timeout_ms.filter(|t| *t > 0) {
         let at = now.saturating_add(i64::try_from(t).unwrap_or(i64::MAX));
         store.index_add(&IndexKey::AttemptTimeout(id.partition_index()), id.as_str(), at)?;

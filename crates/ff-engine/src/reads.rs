@@ -49,8 +49,17 @@ pub fn describe_execution(
         progress_pct: core.progress_pct,
         progress_message: core.progress_message.clone(),
         tags,
+        flow_id: core.flow_id.clone(),
+        required_capabilities: csv_list(core.required_capabilities.as_deref()),
+        budget_ids: csv_list(core.budget_ids.as_deref()),
+        quota_policy_id: core.quota_policy_id.clone().filter(|q| !q.is_empty()),
         state: core.state,
     }))
+}
+
+/// Splits a stored comma-separated list, dropping empty items.
+fn csv_list(csv: Option<&str>) -> Vec<String> {
+    csv.unwrap_or("").split(',').filter(|t| !t.is_empty()).map(str::to_owned).collect()
 }
 
 /// `read_execution_context`: payload, kind and tags; missing → `invalid_input`.

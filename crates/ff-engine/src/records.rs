@@ -412,6 +412,14 @@ pub enum IndexKey {
     BudgetResets,
     /// Every flow (score 0).
     Flows,
+    /// Every budget (score 0).
+    BudgetPolicies,
+    /// Every defined quota policy (score 0).
+    QuotaPolicies,
+    /// Flows of a partition owing member cancels: member = flow id, score = when they may be drained.
+    CancelBacklog(u16),
+    /// Edge groups of a partition with siblings to cancel: member = `<flow id>|<downstream id>`.
+    PendingCancelGroups(u16),
 }
 
 /// Kinds of JSON records kept in the generic record table.

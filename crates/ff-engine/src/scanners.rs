@@ -1,12 +1,17 @@
 //! Background scanners as functions of `now` with a bounded batch (spec 01 §6.13,
 //! §6.19, §6.9; cadence in chapter 03 §7). Each pass runs inside one atomic step.
 
-use ff_core::contracts::{ExpirePhase, ScanReport, ScannerKind};
-use ff_core::{EngineError, ExecutionId, LaneId, TimestampMs};
+use std::collections::{BTreeMap, BTreeSet};
 
-use crate::records::{IndexKey, LaneIndex};
+use ff_core::contracts::{ExpirePhase, ScanReport, ScannerKind, UnblockExecutionArgs};
+use ff_core::state::BlockingReason;
+use ff_core::{
+    BudgetId, EngineError, ExecutionId, LaneId, Namespace, QuotaPolicyId, TimestampMs, WorkerInstanceId,
+};
+
+use crate::records::{ExecCore, IndexKey, LaneIndex};
 use crate::store::{Store, StoreResult};
-use crate::{lease, lifecycle, scheduling};
+use crate::{admission, flow, lease, lifecycle, scheduling};
 
 /// Largest batch a single scanner pass may process.
 pub const SCANNER_BATCH_MAX: usize = 10_000;
@@ -37,8 +42,192 @@ pub fn run_pass(
         ),
         ScannerKind::SuspensionTimeout => suspension_timeouts(store, now, partition, batch),
         ScannerKind::PendingWaitpointExpiry => pending_waitpoints(store, now, partition, batch),
+        ScannerKind::DependencyReconciler => dependency_reconciler(store, now, partition, batch),
+        ScannerKind::Unblock => unblock(store, now, partition, batch),
+        ScannerKind::CancelReconciler => {
+            let key = IndexKey::CancelBacklog(partition);
+            per_member(store, key, now, batch, |s, m| flow::drain_cancel_backlog(s, now, m, partition))
+        }
+        ScannerKind::EdgeCancelDispatcher => {
+            let key = IndexKey::PendingCancelGroups(partition);
+            per_member(store, key, i64::MAX, batch, |s, m| {
+                flow::dispatch_sibling_cancels(s, now, m, partition)
+            })
+        }
+        _ if kind.is_global() && partition != 0 => Ok(ScanReport::default()),
+        ScannerKind::BudgetReset => budget_resets(store, now, batch),
+        ScannerKind::BudgetReconciler => {
+            per_member(store, IndexKey::BudgetPolicies, i64::MAX, batch, |s, m| {
+                let Ok(id) = BudgetId::parse(m) else {
+                    s.index_remove(&IndexKey::BudgetPolicies, m)?;
+                    return Ok(0);
+                };
+                Ok(u32::from(admission::reconcile_budget(s, now, &id)?))
+            })
+        }
+        ScannerKind::QuotaReconciler => {
+            per_member(store, IndexKey::QuotaPolicies, i64::MAX, batch, |s, m| {
+                let Ok(id) = QuotaPolicyId::parse(m) else {
+                    s.index_remove(&IndexKey::QuotaPolicies, m)?;
+                    return Ok(0);
+                };
+                Ok(u32::from(admission::reconcile_quota(s, now, &id)?))
+            })
+        }
         _ => Err(EngineError::Unavailable { op: "run_scanner" }),
     }
+}
+
+/// Visits up to `batch` members of an index scored at or below `max_score`;
+/// `visit` answers how many things it acted on.
+fn per_member(
+    store: &mut dyn Store,
+    key: IndexKey,
+    max_score: TimestampMs,
+    batch: usize,
+    mut visit: impl FnMut(&mut dyn Store, &str) -> StoreResult<u32>,
+) -> StoreResult<ScanReport> {
+    let mut report = ScanReport::default();
+    for (_, member) in store.index_range(&key, None, max_score, batch)? {
+        report.examined += 1;
+        report.acted += visit(store, &member)?;
+    }
+    Ok(report)
+}
+
+/// The registered lanes (bounded).
+fn lanes(store: &dyn Store) -> StoreResult<Vec<LaneId>> {
+    let lanes = store.index_range(&IndexKey::Lanes, None, i64::MAX, LANES_PER_PASS_MAX)?;
+    Ok(lanes.into_iter().map(|(_, l)| LaneId::new(l)).collect())
+}
+
+fn dependency_reconciler(
+    store: &mut dyn Store,
+    now: TimestampMs,
+    partition: u16,
+    batch: usize,
+) -> StoreResult<ScanReport> {
+    let mut report = ScanReport::default();
+    for lane in lanes(store)? {
+        let key = IndexKey::Lane { partition, lane, kind: LaneIndex::BlockedDependencies };
+        for (_, member) in store.index_range(&key, None, i64::MAX, batch)? {
+            report.examined += 1;
+            let id = parse(&member)?;
+            let before = store.get_exec(&id)?.map(|c| c.state.eligibility_state);
+            let resolved = flow::reconcile_blocked_child(store, now, &id)?;
+            let after = store.get_exec(&id)?.map(|c| c.state.eligibility_state);
+            if resolved > 0 || before != after {
+                report.acted += 1;
+            }
+        }
+    }
+    Ok(report)
+}
+
+/// Spec 03 §7.3.6: re-evaluates each execution blocked on budget, quota or route
+/// and unblocks it once the cause is gone.
+fn unblock(store: &mut dyn Store, now: TimestampMs, partition: u16, batch: usize) -> StoreResult<ScanReport> {
+    let mut report = ScanReport::default();
+    let mut route_caps: BTreeMap<Namespace, BTreeSet<String>> = BTreeMap::new();
+    for lane in lanes(store)? {
+        for (kind, reason) in [
+            (LaneIndex::BlockedBudget, BlockingReason::WaitingForBudget),
+            (LaneIndex::BlockedQuota, BlockingReason::WaitingForQuota),
+            (LaneIndex::BlockedRoute, BlockingReason::WaitingForCapableWorker),
+        ] {
+            let key = IndexKey::Lane { partition, lane: lane.clone(), kind };
+            for (_, member) in store.index_range(&key, None, i64::MAX, batch)? {
+                report.examined += 1;
+                let id = parse(&member)?;
+                let Some(core) = store.get_exec(&id)? else { continue };
+                if core.state.blocking_reason != reason {
+                    continue;
+                }
+                let cleared = match reason {
+                    BlockingReason::WaitingForBudget => !budget_still_blocked(store, &core)?,
+                    BlockingReason::WaitingForQuota => match quota_of(&core) {
+                        Some(q) => !admission::quota_still_blocked(store, now, &q)?,
+                        None => true,
+                    },
+                    _ => route_satisfied(store, now, &core, &mut route_caps)?,
+                };
+                if cleared {
+                    let args = UnblockExecutionArgs { execution_id: id, expected_reason: Some(reason) };
+                    scheduling::unblock_execution(store, now, &args)?;
+                    report.acted += 1;
+                }
+            }
+        }
+    }
+    Ok(report)
+}
+
+fn budget_still_blocked(store: &dyn Store, core: &ExecCore) -> StoreResult<bool> {
+    for id in core.budget_ids.as_deref().unwrap_or("").split(',').filter(|b| !b.is_empty()) {
+        let Ok(id) = BudgetId::parse(id) else { continue };
+        if admission::budget_hard_breach(store, &id)?.is_some() {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
+fn quota_of(core: &ExecCore) -> Option<QuotaPolicyId> {
+    core.quota_policy_id.as_deref().and_then(|q| QuotaPolicyId::parse(q).ok())
+}
+
+/// Whether the union of the capabilities of the namespace's live workers covers
+/// the execution's requirement (computed once per namespace per pass).
+fn route_satisfied(
+    store: &dyn Store,
+    now: TimestampMs,
+    core: &ExecCore,
+    cache: &mut BTreeMap<Namespace, BTreeSet<String>>,
+) -> StoreResult<bool> {
+    let required: Vec<&str> =
+        core.required_capabilities.as_deref().unwrap_or("").split(',').filter(|t| !t.is_empty()).collect();
+    if required.is_empty() {
+        return Ok(true);
+    }
+    if !cache.contains_key(&core.namespace) {
+        let mut union = BTreeSet::new();
+        let mut after: Option<WorkerInstanceId> = None;
+        loop {
+            let page = store.list_worker_ids(&core.namespace, after.as_ref(), WORKER_PAGE)?;
+            for inst in &page {
+                if let Some(w) = store.get_worker(&core.namespace, inst)?
+                    && w.is_live(now)
+                {
+                    union.extend(w.capabilities.0.iter().cloned());
+                }
+            }
+            if page.len() < WORKER_PAGE {
+                break;
+            }
+            after = page.last().cloned();
+        }
+        cache.insert(core.namespace.clone(), union);
+    }
+    let union = cache.get(&core.namespace);
+    Ok(required.iter().all(|t| union.is_some_and(|u| u.contains(*t))))
+}
+
+/// Worker ids read per registry page by the unblock scanner.
+const WORKER_PAGE: usize = 256;
+
+fn budget_resets(store: &mut dyn Store, now: TimestampMs, batch: usize) -> StoreResult<ScanReport> {
+    let mut report = ScanReport::default();
+    for id in admission::due_budget_resets(store, now, batch)? {
+        report.examined += 1;
+        match admission::reset_budget(store, now, &id) {
+            Ok(_) => report.acted += 1,
+            Err(EngineError::NotFound { .. }) => {
+                store.index_remove(&IndexKey::BudgetResets, &id.to_string())?;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(report)
 }
 
 fn parse(member: &str) -> StoreResult<ExecutionId> {

@@ -1057,6 +1057,15 @@ pub fn close_for_terminal(
     put(store, RecordKind::Suspension, id.as_str(), &s)
 }
 
+/// Closes the open suspension of an execution that expires while suspended: its
+/// waitpoints and conditions close `expired`, the suspension `expired:<reason>`.
+pub fn close_for_expiry(store: &mut dyn Store, now: TimestampMs, id: &ExecutionId, reason: &str) -> StoreResult<()> {
+    let Some(mut s) = suspension(store, id)?.filter(|s| s.is_open()) else { return Ok(()) };
+    close_suspension(store, now, &mut s, None, "expired", "expired", false)?;
+    s.close_reason = Some(format!("expired:{reason}"));
+    put(store, RecordKind::Suspension, id.as_str(), &s)
+}
+
 /// `read_waitpoint_token`: the stored token, if any.
 pub fn read_waitpoint_token(store: &mut dyn Store, id: &WaitpointId) -> StoreResult<Option<String>> {
     Ok(waitpoint(store, id)?.map(|w| w.token).filter(|t| !t.is_empty()))
