@@ -294,6 +294,20 @@ impl Store for MemStore {
         Ok(())
     }
 
+    fn purge_execution(&mut self, id: &ExecutionId) -> StoreResult<()> {
+        self.execs.remove(id);
+        self.blobs.retain(|(e, _), _| e != id);
+        self.tags.remove(id);
+        self.attempts.retain(|(e, _), _| e != id);
+        self.leases.remove(id);
+        self.grants.remove(id);
+        self.stream_meta.retain(|(e, _), _| e != id);
+        self.streams.retain(|(e, _), _| e != id);
+        self.summaries.retain(|(e, _), _| e != id);
+        self.history.remove(id);
+        Ok(())
+    }
+
     fn get_grant(&self, id: &ExecutionId) -> StoreResult<Option<GrantRecord>> {
         Ok(self.grants.get(id).cloned())
     }

@@ -317,6 +317,24 @@ impl Store for SqliteStore {
         self.exec("DELETE FROM leases WHERE execution_id = ?1", params![id.as_str()]).map(|_| ())
     }
 
+    fn purge_execution(&mut self, id: &ExecutionId) -> StoreResult<()> {
+        self.exec("DELETE FROM executions WHERE id = ?1", params![id.as_str()])?;
+        for table in [
+            "blobs",
+            "tags",
+            "attempts",
+            "leases",
+            "grants",
+            "stream_meta",
+            "stream_entries",
+            "summaries",
+            "lease_events",
+        ] {
+            self.exec(&format!("DELETE FROM {table} WHERE execution_id = ?1"), params![id.as_str()])?;
+        }
+        Ok(())
+    }
+
     fn get_grant(&self, id: &ExecutionId) -> StoreResult<Option<GrantRecord>> {
         self.get_json("grant", "SELECT record FROM grants WHERE execution_id = ?1", params![id.as_str()])
     }

@@ -1460,11 +1460,13 @@ pub enum ScannerKind {
     BudgetReconciler,
     /// Trims quota windows and recounts concurrency (not partitioned: partition 0 only).
     QuotaReconciler,
+    /// Purges terminal executions older than the retention period.
+    RetentionTrimmer,
 }
 
 impl ScannerKind {
     /// Every scanner.
-    pub const ALL: [ScannerKind; 13] = [
+    pub const ALL: [ScannerKind; 14] = [
         Self::LeaseExpiry,
         Self::DelayedPromoter,
         Self::AttemptTimeout,
@@ -1478,6 +1480,7 @@ impl ScannerKind {
         Self::BudgetReset,
         Self::BudgetReconciler,
         Self::QuotaReconciler,
+        Self::RetentionTrimmer,
     ];
 
     /// Whether the scanner walks global state (runs on partition 0 only).

@@ -211,7 +211,9 @@ pub fn clear_lease_fields(core: &mut ExecCore) {
     core.lease_renewal_deadline = None;
 }
 
-/// Publishes a completion event for flow members (spec 01 §5.5).
+/// Publishes a completion event for a flow member that just became terminal
+/// (spec 01 §5.5) and runs the completion cascade in the same step, so its
+/// children are promoted or skipped at once (spec 03 §2.5).
 pub fn publish_if_flow(
     store: &mut dyn Store,
     core: &ExecCore,
@@ -219,7 +221,12 @@ pub fn publish_if_flow(
     now: TimestampMs,
 ) -> StoreResult<()> {
     match &core.flow_id {
-        Some(flow) if !flow.is_empty() => store.publish_completion(&core.execution_id, flow, outcome, now),
+        Some(flow) if !flow.is_empty() => {
+            store.publish_completion(&core.execution_id, flow, outcome, now)?;
+            // The cascade reads the upstream's stored terminal state.
+            store.put_exec(core)?;
+            crate::flow::cascade(store, now, &core.execution_id).map(|_| ())
+        }
         _ => Ok(()),
     }
 }

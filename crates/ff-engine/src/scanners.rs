@@ -54,6 +54,7 @@ pub fn run_pass(
                 flow::dispatch_sibling_cancels(s, now, m, partition)
             })
         }
+        ScannerKind::RetentionTrimmer => retention(store, now, partition, batch),
         _ if kind.is_global() && partition != 0 => Ok(ScanReport::default()),
         ScannerKind::BudgetReset => budget_resets(store, now, batch),
         ScannerKind::BudgetReconciler => {
@@ -340,4 +341,101 @@ fn pending_waitpoints(
         }
     }
     Ok(report)
+}
+
+/// How long a terminal execution is kept by default (spec 03 §7.3.10).
+pub const RETENTION_DEFAULT_MS: i64 = 86_400_000;
+
+/// Index pages read while clearing an execution's own indexes.
+const CLEAR_PAGE: usize = 1000;
+
+/// Spec 03 §7.3.10: purges terminal executions whose terminal time is older than
+/// the default retention; a per-execution `stream_policy.retention_ttl_ms` can
+/// only lengthen it. Flow membership, budget ledgers and quota admissions stay.
+fn retention(
+    store: &mut dyn Store,
+    now: TimestampMs,
+    partition: u16,
+    batch: usize,
+) -> StoreResult<ScanReport> {
+    let cutoff = now.saturating_sub(RETENTION_DEFAULT_MS);
+    let mut report = ScanReport::default();
+    for lane in lanes(store)? {
+        let key = IndexKey::Lane { partition, lane, kind: LaneIndex::Terminal };
+        for (_, member) in store.index_range(&key, None, cutoff, batch)? {
+            report.examined += 1;
+            let id = parse(&member)?;
+            let Some(core) = store.get_exec(&id)? else {
+                store.index_remove(&key, &member)?;
+                continue;
+            };
+            let Some(done_at) = core.completed_at else {
+                store.index_remove(&key, &member)?;
+                continue;
+            };
+            if now.saturating_sub(done_at) < retention_of(store, &id)? {
+                continue;
+            }
+            purge(store, &core)?;
+            store.index_remove(&key, &member)?;
+            report.acted += 1;
+        }
+    }
+    Ok(report)
+}
+
+/// The execution's retention: the default, or a longer `stream_policy.retention_ttl_ms`.
+fn retention_of(store: &dyn Store, id: &ExecutionId) -> StoreResult<i64> {
+    let policy = store.get_blob(id, crate::records::BlobKind::Policy)?;
+    let ttl = policy
+        .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+        .and_then(|v| v.pointer("/stream_policy/retention_ttl_ms").and_then(serde_json::Value::as_i64))
+        .unwrap_or(0);
+    Ok(ttl.max(RETENTION_DEFAULT_MS))
+}
+
+/// Deletes everything an execution owns: waitpoints and their signals, its
+/// signals, suspension and dependency records, its own indexes, then its rows.
+fn purge(store: &mut dyn Store, core: &ExecCore) -> StoreResult<()> {
+    use crate::records::RecordKind;
+    let id = &core.execution_id;
+    let p = id.partition_index();
+    for wp in drain_index(store, &IndexKey::WaitpointsOf(id.clone()))? {
+        for sid in drain_index(store, &IndexKey::WaitpointSignals(wp.clone()))? {
+            store.delete_record(RecordKind::Signal, &sid)?;
+        }
+        store.index_remove(&IndexKey::PendingWaitpointExpiry(p), &wp)?;
+        store.delete_record(RecordKind::Waitpoint, &wp)?;
+    }
+    for sid in drain_index(store, &IndexKey::SignalsOf(id.clone()))? {
+        store.delete_record(RecordKind::Signal, &sid)?;
+    }
+    drain_index(store, &IndexKey::AttemptsOf(id.clone()))?;
+    store.delete_record(RecordKind::Suspension, id.as_str())?;
+    store.delete_record(RecordKind::Dependencies, id.as_str())?;
+    for key in [
+        IndexKey::AllExecutions(p),
+        IndexKey::LeaseExpiry(p),
+        IndexKey::AttemptTimeout(p),
+        IndexKey::ExecutionDeadline(p),
+        IndexKey::SuspensionTimeout(p),
+    ] {
+        store.index_remove(&key, id.as_str())?;
+    }
+    store.purge_execution(id)
+}
+
+/// Removes every member of an index and returns them.
+fn drain_index(store: &mut dyn Store, key: &IndexKey) -> StoreResult<Vec<String>> {
+    let mut all = Vec::new();
+    loop {
+        let page = store.index_range(key, None, i64::MAX, CLEAR_PAGE)?;
+        if page.is_empty() {
+            return Ok(all);
+        }
+        for (_, member) in page {
+            store.index_remove(key, &member)?;
+            all.push(member);
+        }
+    }
 }

@@ -55,6 +55,10 @@ pub trait Store {
     fn put_lease(&mut self, rec: &LeaseRecord) -> StoreResult<()>;
     /// Deletes the current lease record.
     fn delete_lease(&mut self, id: &ExecutionId) -> StoreResult<()>;
+    /// Deletes every execution-keyed row of an execution: core, blobs, tags,
+    /// attempts, lease, grant, stream metadata, entries and summaries, lease
+    /// history. Indexes and generic records are the caller's to clear.
+    fn purge_execution(&mut self, id: &ExecutionId) -> StoreResult<()>;
 
     /// Reads the grant record (live or not; callers check expiry).
     fn get_grant(&self, id: &ExecutionId) -> StoreResult<Option<GrantRecord>>;

@@ -1059,7 +1059,12 @@ pub fn close_for_terminal(
 
 /// Closes the open suspension of an execution that expires while suspended: its
 /// waitpoints and conditions close `expired`, the suspension `expired:<reason>`.
-pub fn close_for_expiry(store: &mut dyn Store, now: TimestampMs, id: &ExecutionId, reason: &str) -> StoreResult<()> {
+pub fn close_for_expiry(
+    store: &mut dyn Store,
+    now: TimestampMs,
+    id: &ExecutionId,
+    reason: &str,
+) -> StoreResult<()> {
     let Some(mut s) = suspension(store, id)?.filter(|s| s.is_open()) else { return Ok(()) };
     close_suspension(store, now, &mut s, None, "expired", "expired", false)?;
     s.close_reason = Some(format!("expired:{reason}"));
