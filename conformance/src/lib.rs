@@ -20,9 +20,11 @@ use std::time::Duration;
 use ff_core::{ContractFamily, EngineBackend, SimClock};
 use serde::Serialize;
 
+pub mod admission;
 pub mod anomalies;
 pub mod cases;
 pub mod differential;
+pub mod flows;
 pub mod golden;
 pub mod harness;
 pub mod hostile;
@@ -176,13 +178,16 @@ pub enum Group {
 
 impl Group {
     /// Every group, in report order.
-    pub const ALL: [Group; 11] = [
+    pub const ALL: [Group; 14] = [
         Group::Family(ContractFamily::Execution),
         Group::Family(ContractFamily::Lease),
         Group::Family(ContractFamily::Scheduling),
         Group::Family(ContractFamily::WorkerRegistry),
         Group::Family(ContractFamily::Streams),
         Group::Family(ContractFamily::Suspension),
+        Group::Family(ContractFamily::Flows),
+        Group::Family(ContractFamily::Budgets),
+        Group::Family(ContractFamily::Quotas),
         Group::Golden,
         Group::Differential,
         Group::Hostile,
@@ -342,6 +347,8 @@ pub fn all_cases() -> Vec<Case> {
     v.extend(anomalies::cases());
     v.extend(streams::cases());
     v.extend(suspension::cases());
+    v.extend(flows::cases());
+    v.extend(admission::cases());
     v
 }
 
@@ -501,6 +508,18 @@ macro_rules! suite {
                 $factory,
                 $crate::Group::Family(::ff_core::ContractFamily::Suspension),
             );
+        }
+        #[test]
+        fn conformance_flows() {
+            $crate::run_group_for_test($factory, $crate::Group::Family(::ff_core::ContractFamily::Flows));
+        }
+        #[test]
+        fn conformance_budgets() {
+            $crate::run_group_for_test($factory, $crate::Group::Family(::ff_core::ContractFamily::Budgets));
+        }
+        #[test]
+        fn conformance_quotas() {
+            $crate::run_group_for_test($factory, $crate::Group::Family(::ff_core::ContractFamily::Quotas));
         }
         #[test]
         fn conformance_golden() {

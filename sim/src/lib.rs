@@ -4,11 +4,15 @@
 //! are reclaimed. Every choice comes from one seeded generator, so a seed
 //! replays the same run and the same trace hash.
 
+pub mod faults;
+
 use std::collections::BTreeMap;
 use std::fmt;
+use std::sync::Arc;
 
-use ff_backend_memory::{MemoryBackend, new_sim_backend};
+use ff_backend_memory::new_sim_backend;
 use ff_core::contracts::*;
+use ff_core::layer::Layered;
 use ff_core::{
     AttemptId, Clock, EngineBackend, EngineError, ExecutionId, LaneId, LeaseId, PartitionConfig, PublicState,
     SimClock, WorkerId, WorkerInstanceId,
@@ -39,6 +43,8 @@ pub struct SimConfig {
     pub task_ms_max: u64,
     /// Flow partitions.
     pub partitions: u16,
+    /// Faults injected between workers and the backend; `None` runs without.
+    pub faults: Option<faults::FaultRates>,
 }
 
 impl Default for SimConfig {
@@ -53,6 +59,7 @@ impl Default for SimConfig {
             tick_ms: 250,
             task_ms_max: 4_000,
             partitions: 16,
+            faults: None,
         }
     }
 }
@@ -86,6 +93,10 @@ pub struct Summary {
     pub trace_hash: u64,
     /// Invariant violations found.
     pub violations: Vec<String>,
+    /// Faults injected (all zero without a fault plan).
+    pub faults: faults::FaultStats,
+    /// Operations whose outcome a worker could not learn (transport faults).
+    pub unknown_outcomes: usize,
 }
 
 impl fmt::Display for Summary {
@@ -100,6 +111,11 @@ impl fmt::Display for Summary {
         writeln!(f, "reclaims        {}", self.reclaims)?;
         writeln!(f, "crashes         {}", self.crashes)?;
         writeln!(f, "stale rejected  {}", self.stale_rejections)?;
+        writeln!(
+            f,
+            "faults          {} failed before commit, {} acks lost, {} delayed; {} outcomes unknown",
+            self.faults.failed_before, self.faults.acks_lost, self.faults.delayed, self.unknown_outcomes
+        )?;
         writeln!(f, "simulated time  {:.1} s", self.sim_ms as f64 / 1000.0)?;
         writeln!(f, "trace hash      {:016x}", self.trace_hash)?;
         if self.violations.is_empty() {
@@ -160,11 +176,23 @@ enum WorkerState {
     Down { until: i64, stale: Option<Box<ClaimedExecution>> },
 }
 
+/// A store-level invariant check of the backend under test.
+pub type DeepCheck = Arc<dyn Fn() -> Vec<String> + Send + Sync>;
+
+/// Workers re-send an operation whose reply was lost at most this many times.
+const RESEND_MAX: usize = 4;
+
 struct Sim {
     cfg: SimConfig,
     rng: Rng,
     clock: SimClock,
-    backend: MemoryBackend,
+    /// What workers talk to (behind the fault layer when there is one).
+    backend: Arc<dyn EngineBackend>,
+    /// The backend itself: scanners, setup and the final check.
+    raw: Arc<dyn EngineBackend>,
+    layer: Option<Arc<faults::FaultLayer>>,
+    deep_check: Option<DeepCheck>,
+    ids: Vec<ExecutionId>,
     lane: LaneId,
     workers: Vec<WorkerState>,
     acked_completions: BTreeMap<ExecutionId, u32>,
@@ -173,17 +201,47 @@ struct Sim {
     trace: u64,
 }
 
-/// Runs one simulation to completion.
+/// The partition layout of a run.
+pub fn partitions_of(cfg: &SimConfig) -> PartitionConfig {
+    PartitionConfig { num_flow_partitions: cfg.partitions.max(1), ..PartitionConfig::default() }
+}
+
+/// Runs one simulation to completion on a fresh memory backend.
 pub async fn run(cfg: SimConfig) -> Result<Summary, EngineError> {
     let clock = SimClock::default();
-    let parts = PartitionConfig { num_flow_partitions: cfg.partitions.max(1), ..PartitionConfig::default() };
-    let backend = new_sim_backend(clock.clone(), parts);
+    let backend = Arc::new(new_sim_backend(clock.clone(), partitions_of(&cfg)));
+    let check = backend.clone();
+    let deep: DeepCheck = Arc::new(move || check.runner().invariant_violations());
+    run_on(cfg, backend, clock, Some(deep)).await
+}
+
+/// Runs one simulation on any backend built on `clock` (and with the layout of
+/// [`partitions_of`]). With a fault plan, a safety phase runs with faults
+/// injected between workers and the backend until every execution is terminal
+/// or half the time budget is spent; a liveness phase then runs healed until
+/// every execution is terminal or the budget is spent.
+pub async fn run_on(
+    cfg: SimConfig,
+    raw: Arc<dyn EngineBackend>,
+    clock: SimClock,
+    deep_check: Option<DeepCheck>,
+) -> Result<Summary, EngineError> {
+    let layer =
+        cfg.faults.map(|rates| Arc::new(faults::FaultLayer::new(cfg.seed, rates, Some(clock.clone()))));
+    let backend: Arc<dyn EngineBackend> = match &layer {
+        Some(l) => Arc::new(Layered::new(raw.clone(), l.clone())),
+        None => raw.clone(),
+    };
     let mut sim = Sim {
         rng: Rng::new(cfg.seed),
         workers: vec![WorkerState::Idle; cfg.workers.max(1)],
         lane: LaneId::new("default"),
         clock,
         backend,
+        raw,
+        layer,
+        deep_check,
+        ids: Vec::new(),
         acked_completions: BTreeMap::new(),
         last_epoch: BTreeMap::new(),
         summary: Summary { seed: cfg.seed, executions: cfg.executions, ..Summary::default() },
@@ -193,9 +251,25 @@ pub async fn run(cfg: SimConfig) -> Result<Summary, EngineError> {
     sim.create_all().await?;
     let start = sim.clock.now_ms();
     let deadline = start + SIM_TIME_MS_MAX as i64;
-    while sim.clock.now_ms() < deadline && !sim.all_terminal() {
+    let safety_end = start + (SIM_TIME_MS_MAX / 2) as i64;
+    let mut ticks = 0u64;
+    let mut healed = sim.layer.is_none();
+    loop {
+        let now = sim.clock.now_ms();
+        if now >= deadline {
+            break;
+        }
+        if !healed && now >= safety_end {
+            healed = true;
+            sim.heal();
+        }
         sim.tick().await?;
+        ticks += 1;
+        if ticks.is_multiple_of(20) && sim.all_terminal().await? {
+            break;
+        }
     }
+    sim.heal();
     sim.finish(start).await?;
     Ok(sim.summary)
 }
@@ -208,8 +282,22 @@ impl Sim {
         }
     }
 
-    fn all_terminal(&self) -> bool {
-        self.summary.completed + self.summary.failed >= self.cfg.executions
+    /// Ends the safety phase: no more faults.
+    fn heal(&mut self) {
+        if let Some(l) = &self.layer {
+            l.set_enabled(false);
+            self.summary.faults = l.stats();
+        }
+    }
+
+    /// Whether every execution is terminal, read from the backend itself.
+    async fn all_terminal(&self) -> Result<bool, EngineError> {
+        for id in &self.ids {
+            if !self.raw.read_execution_state(id).await?.is_some_and(|s| s.is_terminal()) {
+                return Ok(false);
+            }
+        }
+        Ok(true)
     }
 
     async fn create_all(&mut self) -> Result<(), EngineError> {
@@ -225,7 +313,8 @@ impl Sim {
             if self.rng.chance(10) {
                 args.delay_until = Some(self.clock.now_ms() + self.rng.below(5_000) as i64);
             }
-            self.backend.create_execution(args).await?;
+            self.ids.push(args.execution_id.clone());
+            self.raw.create_execution(args).await?;
         }
         Ok(())
     }
@@ -233,8 +322,8 @@ impl Sim {
     async fn tick(&mut self) -> Result<(), EngineError> {
         self.clock.advance(self.cfg.tick_ms);
         for p in 0..self.cfg.partitions.max(1) {
-            self.backend.run_scanner(ScannerKind::LeaseExpiry, p, 50).await?;
-            self.backend.run_scanner(ScannerKind::DelayedPromoter, p, 50).await?;
+            self.raw.run_scanner(ScannerKind::LeaseExpiry, p, 50).await?;
+            self.raw.run_scanner(ScannerKind::DelayedPromoter, p, 50).await?;
         }
         self.reclaim_expired().await?;
         for w in 0..self.workers.len() {
@@ -254,7 +343,11 @@ impl Sim {
             limit: 100,
             max_partitions_per_call: self.cfg.partitions.max(1),
         };
-        let page = self.backend.list_expired_leases(args).await?;
+        let page = match self.backend.list_expired_leases(args).await {
+            Ok(page) => page,
+            Err(e) if faults::is_transport(&e) => return Ok(()),
+            Err(e) => return Err(e),
+        };
         for info in page.entries {
             let Some(w) = self.workers.iter().position(|s| matches!(s, WorkerState::Idle)) else {
                 return Ok(());
@@ -292,14 +385,23 @@ impl Sim {
             attempt_policy_json: String::new(),
             max_reclaim_count: Some(20),
         };
-        match self.backend.reclaim_execution(args).await? {
+        let outcome = match self.backend.reclaim_execution(args).await {
+            Ok(o) => o,
+            Err(e) if faults::is_transport(&e) => {
+                // Committed or not, an unknown reclaim is recovered by the next lease expiry.
+                self.summary.unknown_outcomes += 1;
+                self.record(&format!("reclaim-unknown {id}"));
+                return Ok(());
+            }
+            Err(e) => return Err(e),
+        };
+        match outcome {
             ReclaimExecutionOutcome::Claimed(claim) => {
                 self.summary.reclaims += 1;
                 self.record(&format!("reclaim {} e{}", id, claim.lease_epoch));
                 self.start_task(w, claim);
             }
             ReclaimExecutionOutcome::ReclaimCapExceeded { .. } => {
-                self.summary.failed += 1;
                 self.record(&format!("reclaim-cap {id}"));
             }
             _ => {}
@@ -343,7 +445,16 @@ impl Sim {
                     return self.finish_task(w, *claim, plan).await;
                 }
                 if now >= renew_at {
-                    self.backend.renew(&claim.handle).await?;
+                    match self.backend.renew(&claim.handle).await {
+                        Ok(_) => {}
+                        Err(e) if faults::is_transport(&e) => {}
+                        Err(e) => {
+                            // The lease is gone (expired or reclaimed meanwhile): drop the task.
+                            let id = claim.execution_id.clone();
+                            self.workers[w] = WorkerState::Idle;
+                            return self.rejected(&id, &e);
+                        }
+                    }
                     let next = now + (self.cfg.lease_ttl_ms / 3) as i64;
                     self.workers[w] = WorkerState::Busy { claim, finish_at, renew_at: next, plan };
                 }
@@ -362,7 +473,16 @@ impl Sim {
             attempt_id: AttemptId::from_uuid(self.rng.uuid()),
         };
         let caps = CapabilitySet::default();
-        let claimed = self.backend.claim(&self.lane, &caps, policy, self.cfg.partitions.max(1)).await?;
+        let claimed = match self.backend.claim(&self.lane, &caps, policy, self.cfg.partitions.max(1)).await {
+            Ok(c) => c,
+            Err(e) if faults::is_transport(&e) => {
+                // A claim whose reply was lost holds a lease nobody works; expiry recovers it.
+                self.summary.unknown_outcomes += 1;
+                self.record(&format!("claim-unknown w{w}"));
+                None
+            }
+            Err(e) => return Err(e),
+        };
         if let Some(claim) = claimed {
             self.summary.claims += 1;
             self.record(&format!("claim w{w} {} e{}", claim.execution_id, claim.lease_epoch));
@@ -386,17 +506,33 @@ impl Sim {
                 let until = self.clock.now_ms() + (self.cfg.lease_ttl_ms * 2) as i64;
                 self.workers[w] = WorkerState::Down { until, stale: Some(Box::new(claim)) };
             }
-            Plan::Complete => match self.backend.complete(&claim.handle, Some(b"ok".to_vec())).await {
-                Ok(()) => self.acked_complete(&id),
-                Err(e) => self.rejected(&id, &e)?,
-            },
-            Plan::Fail => {
-                let reason = FailureReason::new("simulated failure");
-                match self.backend.fail(&claim.handle, reason, FailureClass::Transient).await {
-                    Ok(FailOutcome::TerminalFailed) => {
-                        self.summary.failed += 1;
-                        self.record(&format!("failed {id}"));
+            Plan::Complete => {
+                let mut answer = self.backend.complete(&claim.handle, Some(b"ok".to_vec())).await;
+                for _ in 0..RESEND_MAX {
+                    match &answer {
+                        Err(e) if faults::is_transport(e) => {
+                            // Re-send: a committed first try answers as already done by this lease.
+                            answer = self.backend.complete(&claim.handle, Some(b"ok".to_vec())).await;
+                        }
+                        _ => break,
                     }
+                }
+                match answer {
+                    Ok(()) => self.acked_complete(&id),
+                    Err(e) => self.rejected(&id, &e)?,
+                }
+            }
+            Plan::Fail => {
+                let mut answer = Err(EngineError::invalid_input("not sent"));
+                for _ in 0..=RESEND_MAX {
+                    let reason = FailureReason::new("simulated failure");
+                    answer = self.backend.fail(&claim.handle, reason, FailureClass::Transient).await;
+                    if !matches!(&answer, Err(e) if faults::is_transport(e)) {
+                        break;
+                    }
+                }
+                match answer {
+                    Ok(FailOutcome::TerminalFailed) => self.record(&format!("failed {id}")),
                     Ok(_) => {
                         self.summary.retries += 1;
                         self.record(&format!("retry {id}"));
@@ -424,7 +560,6 @@ impl Sim {
         if *n > 1 {
             self.summary.violations.push(format!("{id} completed twice"));
         }
-        self.summary.completed += 1;
         self.record(&format!("completed {id}"));
     }
 
@@ -437,6 +572,11 @@ impl Sim {
                 self.record(&format!("stale {id} {:?}", e.code()));
                 Ok(())
             }
+            EngineError::Transport { .. } => {
+                self.summary.unknown_outcomes += 1;
+                self.record(&format!("unknown {id}"));
+                Ok(())
+            }
             _ => Err(EngineError::invalid_input(format!("unexpected rejection of {id}: {e}"))),
         }
     }
@@ -445,9 +585,18 @@ impl Sim {
         self.summary.sim_ms = self.clock.now_ms() - start;
         let mut unfinished = 0;
         let ids: Vec<ExecutionId> = self.list_all().await?;
+        if ids.len() != self.ids.len() {
+            self.summary.violations.push(format!(
+                "{} executions listed, {} created",
+                ids.len(),
+                self.ids.len()
+            ));
+        }
         for id in &ids {
-            let state = self.backend.read_execution_state(id).await?;
+            let state = self.raw.read_execution_state(id).await?;
             match state {
+                Some(PublicState::Completed) => self.summary.completed += 1,
+                Some(PublicState::Failed) => self.summary.failed += 1,
                 Some(s) if s.is_terminal() => {}
                 _ => unfinished += 1,
             }
@@ -456,7 +605,9 @@ impl Sim {
             }
         }
         self.summary.unfinished = unfinished;
-        self.summary.violations.extend(self.backend.runner().invariant_violations());
+        if let Some(check) = &self.deep_check {
+            self.summary.violations.extend(check());
+        }
         self.summary.trace_hash = self.trace;
         Ok(())
     }
@@ -466,7 +617,7 @@ impl Sim {
         for p in 0..self.cfg.partitions.max(1) {
             let mut after = None;
             loop {
-                let page = self.backend.list_executions(p, after.clone(), 1000).await?;
+                let page = self.raw.list_executions(p, after.clone(), 1000).await?;
                 let Some(last) = page.last().cloned() else { break };
                 out.extend(page);
                 after = Some(last);

@@ -197,6 +197,15 @@ impl SqliteStore {
                 "idempotency",
                 "SELECT namespace || '/' || key, execution_id || ' ' || expires_at FROM idempotency ORDER BY namespace, key",
             ),
+            ("records", "SELECT kind || '/' || key, value FROM records ORDER BY kind, key"),
+            (
+                "stream_meta",
+                "SELECT execution_id || '#' || attempt_index, record FROM stream_meta ORDER BY execution_id, attempt_index",
+            ),
+            (
+                "summaries",
+                "SELECT execution_id || '#' || attempt_index, record FROM summaries ORDER BY execution_id, attempt_index",
+            ),
         ];
         for (name, sql) in tables {
             let rows = self.conn.prepare(sql).and_then(|mut s| {

@@ -649,7 +649,7 @@ pub trait EngineBackend: Send + Sync + 'static {
             let args = CancelExecutionArgs {
                 execution_id: m.clone(),
                 reason: reason.to_owned(),
-                source: CancelSource::FlowCascade,
+                source: CancelSource::OperatorOverride,
                 lease_id: None,
                 lease_epoch: None,
             };

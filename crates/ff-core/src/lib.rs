@@ -16,6 +16,7 @@ pub mod handle;
 pub mod hmac_token;
 pub mod ids;
 pub mod keys;
+pub mod layer;
 pub mod partition;
 pub mod policy;
 pub mod state;

@@ -415,20 +415,21 @@ struct Breach {
 
 /// The first dimension whose usage would exceed its hard limit; reports the pre-increment usage.
 ///
-/// Every dimension is checked against stored usage (no increments), so the report is all-or-nothing.
+/// Nothing is incremented, so the report is all-or-nothing. A dimension listed
+/// more than once is checked against its running total within the report, so
+/// one report can never carry usage past a hard limit.
 fn find_hard_breach(
     usage: &BTreeMap<String, u64>,
     hard_limits: &BTreeMap<String, u64>,
     deltas: &[(String, u64)],
 ) -> Option<Breach> {
+    let mut running: BTreeMap<&str, u64> = BTreeMap::new();
     deltas.iter().find_map(|(dim, delta)| {
-        let current = usage.get(dim).copied().unwrap_or(0);
+        let current = *running.entry(dim.as_str()).or_insert_with(|| usage.get(dim).copied().unwrap_or(0));
+        let next = current.saturating_add(*delta);
+        running.insert(dim.as_str(), next);
         let limit = hard_limits.get(dim).copied().unwrap_or(0);
-        (limit > 0 && current.saturating_add(*delta) > limit).then(|| Breach {
-            dimension: dim.clone(),
-            usage: current,
-            limit,
-        })
+        (limit > 0 && next > limit).then(|| Breach { dimension: dim.clone(), usage: current, limit })
     })
 }
 

@@ -352,7 +352,9 @@ pub fn apply_dependency_to_child(
     edge_id: &EdgeId,
 ) -> StoreResult<Option<u64>> {
     let mut f = load_flow(store, flow_id)?;
-    let edge = f.edges.get(edge_id).cloned().ok_or_else(|| EngineError::invalid_input("edge_not_found"))?;
+    let edge = f.edges.get(edge_id).cloned().ok_or_else(|| {
+        EngineError::validation(ff_core::error::ValidationKind::InvalidDependency, "edge_not_found")
+    })?;
     let child = edge.downstream_execution_id.clone();
     let mut core = load(store, &child)?;
     if core.flow_id.as_deref().is_some_and(|x| !x.is_empty() && x != flow_id.to_string()) {
@@ -596,7 +598,7 @@ fn resolve_quorum(
     let k = u64::from(g.policy.k());
     let state = if g.succeeded >= k {
         GroupState::Satisfied
-    } else if g.failed + g.skipped > g.n.saturating_sub(k) {
+    } else if g.failed + g.skipped + k > g.n {
         GroupState::Impossible
     } else {
         return Ok(ResolveDependencyOutcome::Pending);
