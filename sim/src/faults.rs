@@ -8,7 +8,7 @@ use parking_lot::Mutex;
 use ff_core::EngineError;
 use ff_core::SimClock;
 use ff_core::error::BackendErrorKind;
-use ff_core::layer::{CallFuture, Layer};
+use ff_core::layer::{Call, CallFuture, Layer};
 
 use crate::Rng;
 
@@ -116,7 +116,7 @@ fn injected(what: &'static str) -> EngineError {
 }
 
 impl Layer for FaultLayer {
-    fn around<'a, T: Send + 'a>(&'a self, _op: &'static str, call: CallFuture<'a, T>) -> CallFuture<'a, T> {
+    fn around<'a, T: Send + 'a>(&'a self, _call: Call, run: CallFuture<'a, T>) -> CallFuture<'a, T> {
         Box::pin(async move {
             let (fail_before, lose_ack, delay) = self.draw();
             if fail_before {
@@ -127,7 +127,7 @@ impl Layer for FaultLayer {
             {
                 clock.advance(delay);
             }
-            let answer = call.await;
+            let answer = run.await;
             if lose_ack && answer.is_ok() {
                 self.count_lost_ack();
                 return Err(injected("injected: reply lost after commit"));

@@ -1483,6 +1483,20 @@ impl ScannerKind {
         Self::RetentionTrimmer,
     ];
 
+    /// The contract family whose state the scanner maintains.
+    pub fn family(self) -> crate::capabilities::ContractFamily {
+        use crate::capabilities::ContractFamily as F;
+        match self {
+            Self::LeaseExpiry => F::Lease,
+            Self::DelayedPromoter | Self::Unblock => F::Scheduling,
+            Self::AttemptTimeout | Self::ExecutionDeadline | Self::RetentionTrimmer => F::Execution,
+            Self::SuspensionTimeout | Self::PendingWaitpointExpiry => F::Suspension,
+            Self::DependencyReconciler | Self::CancelReconciler | Self::EdgeCancelDispatcher => F::Flows,
+            Self::BudgetReset | Self::BudgetReconciler => F::Budgets,
+            Self::QuotaReconciler => F::Quotas,
+        }
+    }
+
     /// Whether the scanner walks global state (runs on partition 0 only).
     pub fn is_global(self) -> bool {
         matches!(self, Self::BudgetReset | Self::BudgetReconciler | Self::QuotaReconciler)

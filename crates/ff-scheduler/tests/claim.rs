@@ -3,10 +3,9 @@
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use common::faulty::Faulty;
+use common::faulty::Faults;
 use common::{Env, GRANT_TTL_MS, LANE, WORKER, must};
 use ff_core::contracts::{CancelExecutionArgs, UnblockExecutionArgs};
 use ff_core::error::ValidationKind;
@@ -237,16 +236,16 @@ async fn quota_concurrency_cap_blocks() {
 #[tokio::test]
 async fn failed_grant_releases_the_quota_admission() {
     let base = Env::new(1);
-    let faulty = Arc::new(Faulty::new(base.backend.clone()));
+    let faulty = Faults::wrap(base.backend.clone());
     let env = base.rewired(faulty.clone());
     let quota = env.quota(60, 0, 1).await;
     let policy = json!({"quota_policy_id": quota.to_string()});
     let first = env.submit(0, policy.clone()).await;
 
-    faulty.faults.grants.store(true, Ordering::SeqCst);
+    faulty.layer().grants.store(true, Ordering::SeqCst);
     assert_eq!(must(env.claim("inst-1", &[]).await, "claim"), None);
-    assert_eq!(faulty.faults.releases.load(Ordering::SeqCst), 1);
-    faulty.faults.grants.store(false, Ordering::SeqCst);
+    assert_eq!(faulty.layer().releases.load(Ordering::SeqCst), 1);
+    faulty.layer().grants.store(false, Ordering::SeqCst);
 
     // Had the admission not been released, the cap of 1 would refuse the next execution.
     let cancel = CancelExecutionArgs {
@@ -264,29 +263,29 @@ async fn failed_grant_releases_the_quota_admission() {
 #[tokio::test]
 async fn budget_read_failure_fails_closed() {
     let base = Env::new(4);
-    let faulty = Arc::new(Faulty::new(base.backend.clone()));
+    let faulty = Faults::wrap(base.backend.clone());
     let env = base.rewired(faulty.clone());
     let budget = env.budget("tokens", 10, 0).await;
     let id = env.submit(1, json!({"budget_ids": [budget.to_string()]})).await;
-    faulty.faults.budget_reads.store(true, Ordering::SeqCst);
+    faulty.layer().budget_reads.store(true, Ordering::SeqCst);
     let before = env.dump();
 
     let got = env.claim("inst-1", &[]).await;
     assert!(matches!(got.as_ref().map_err(EngineError::root), Err(EngineError::Transport { .. })), "{got:?}");
     assert_eq!(env.dump(), before, "a fail-closed call wrote something");
 
-    faulty.faults.budget_reads.store(false, Ordering::SeqCst);
+    faulty.layer().budget_reads.store(false, Ordering::SeqCst);
     check_one(&env, &id, &[], Expect::Granted).await;
 }
 
 #[tokio::test]
 async fn quota_read_failure_fails_closed() {
     let base = Env::new(4);
-    let faulty = Arc::new(Faulty::new(base.backend.clone()));
+    let faulty = Faults::wrap(base.backend.clone());
     let env = base.rewired(faulty.clone());
     let quota = env.quota(60, 5, 0).await;
     env.submit(1, json!({"quota_policy_id": quota.to_string()})).await;
-    faulty.faults.quota_reads.store(true, Ordering::SeqCst);
+    faulty.layer().quota_reads.store(true, Ordering::SeqCst);
     let before = env.dump();
     let got = env.claim("inst-1", &[]).await;
     assert!(matches!(got.as_ref().map_err(EngineError::root), Err(EngineError::Transport { .. })), "{got:?}");

@@ -5,7 +5,7 @@ mod common;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::faulty::Faulty;
+use common::faulty::Faults;
 use common::{Env, LEASE_TTL_MS, eventually, must};
 use ff_core::contracts::{ScanReport, ScannerKind};
 use ff_core::{Clock, EligibilityState, EngineBackend, ExecutionId, OwnershipState};
@@ -84,9 +84,9 @@ async fn runtime_promotes_a_due_delayed_execution() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn runtime_keeps_going_past_a_failing_partition() {
     let base = Env::new(4);
-    let faulty = Arc::new(Faulty::new(base.backend.clone()));
+    let faulty = Faults::wrap(base.backend.clone());
     let env = base.rewired(faulty.clone());
-    faulty.fail_scanner_partition(0);
+    faulty.layer().fail_scanner_partition(0);
     let id = leased(&env, 3).await;
     let runtime = must(ScannerRuntime::start(env.backend.clone(), fast_config()), "start");
     env.clock.advance(LEASE_TTL_MS + 1);
@@ -165,8 +165,8 @@ async fn run_all_once_is_one_deterministic_pass() {
 #[tokio::test]
 async fn run_all_once_reports_a_failing_partition() {
     let base = Env::new(4);
-    let faulty = Arc::new(Faulty::new(base.backend.clone()));
-    faulty.fail_scanner_partition(1);
+    let faulty = Faults::wrap(base.backend.clone());
+    faulty.layer().fail_scanner_partition(1);
     let got = run_all_once(faulty.as_ref(), 50).await;
     assert!(got.is_err(), "{got:?}");
 }

@@ -1,0 +1,999 @@
+//! `EngineBackend` for `ValkeyBackend`: one FCALL per contract. Methods of
+//! families not yet in Lua answer `Unavailable`.
+
+use async_trait::async_trait;
+use ff_core::admission::*;
+use ff_core::capabilities::Capabilities;
+use ff_core::contracts::*;
+use ff_core::flow::*;
+use ff_core::handle::{BackendTag, Handle, HandleKind, HandlePayload};
+use ff_core::hmac_token::{KidInfo, RotateOutcome, SeedOutcome};
+use ff_core::ids::{AttemptIndex, ExecutionId, LaneId, TimestampMs, WaitpointId};
+use ff_core::ids::{BudgetId, EdgeId, FlowId, QuotaPolicyId};
+use ff_core::state::{AttemptType, LifecyclePhase, PublicState};
+use ff_core::stream::{AppendFrameOutcome, StreamCursor, StreamFrames, SummaryDocument, TailVisibility};
+use ff_core::suspension::*;
+use ff_core::{AttemptId, Clock, EngineBackend, EngineError, LeaseId, SimClock, WorkerInstanceId};
+
+use crate::wire::{self, num, protocol, slot};
+use crate::{ValkeyBackend, arg, flag, opt_arg, policy, snapshot};
+
+/// Largest batch of one scanner pass (as the engine's).
+const SCANNER_BATCH_MAX: usize = 10_000;
+
+/// The fence triple as three arguments (`""` lease id for none).
+fn fence_args(fence: &Option<ff_core::LeaseFence>) -> Vec<Vec<u8>> {
+    match fence {
+        Some(f) => vec![arg(f.lease_id), arg(f.lease_epoch), arg(f.attempt_id)],
+        None => vec![Vec::new(), Vec::new(), Vec::new()],
+    }
+}
+
+fn parse_wire<T>(what: &str, s: &str, parse: fn(&str) -> Option<T>) -> Result<T, EngineError> {
+    parse(s).ok_or_else(|| protocol(format!("{what} is not a known value: {s:?}")))
+}
+
+impl ValkeyBackend {
+    /// The claim reply `{epoch, index, attempt id, type, expires, instance}` as a claim with its handle.
+    fn claimed(
+        &self,
+        id: &ExecutionId,
+        lease_id: LeaseId,
+        ttl_ms: u64,
+        lane: &LaneId,
+        kind: HandleKind,
+        r: &[String],
+    ) -> Result<ClaimedExecution, EngineError> {
+        let lease_epoch: u64 = num(r, 0)?;
+        let attempt_index: u32 = num(r, 1)?;
+        let attempt_id = AttemptId::parse(slot(r, 2)?).map_err(|e| protocol(format!("attempt id: {e}")))?;
+        let attempt_type = parse_wire("attempt type", slot(r, 3)?, AttemptType::parse)?;
+        let payload = HandlePayload {
+            execution_id: id.clone(),
+            attempt_index,
+            attempt_id,
+            lease_id,
+            lease_epoch,
+            lease_ttl_ms: ttl_ms,
+            lane_id: lane.clone(),
+            worker_instance_id: WorkerInstanceId::new(slot(r, 5)?),
+        };
+        Ok(ClaimedExecution {
+            execution_id: id.clone(),
+            lease_id,
+            lease_epoch,
+            attempt_index,
+            attempt_id,
+            attempt_type,
+            lease_expires_at: num(r, 4)?,
+            handle: Handle::mint(BackendTag::Valkey, kind, &payload),
+        })
+    }
+
+    async fn call_texts(
+        &self,
+        f: &str,
+        id: &ExecutionId,
+        extra: Vec<Vec<u8>>,
+    ) -> Result<Vec<String>, EngineError> {
+        wire::texts(self.exec_call(f, id, extra, false).await?)
+    }
+
+    async fn create(&self, args: CreateExecutionArgs) -> Result<CreateExecutionOutcome, EngineError> {
+        args.validate()?;
+        let partitions = self.cfg.partitions.num_flow_partitions;
+        if args.execution_id.partition_index() >= partitions {
+            return Err(EngineError::invalid_input(format!(
+                "execution_id: partition {} not below {partitions}",
+                args.execution_id.partition_index()
+            )));
+        }
+        let p = policy::create_policy(&args.policy_json);
+        let (required, rejection) = match p.required {
+            Ok(r) => (r, String::new()),
+            Err(e) => (None, format!("{} {}", e.code().unwrap_or("invalid_input"), validation_detail(&e))),
+        };
+        let mut extra = vec![
+            arg(&args.namespace),
+            arg(&args.lane_id),
+            arg(&args.execution_kind),
+            arg(ff_engine::common::clamp_priority(args.priority)),
+            arg(&args.creator_identity),
+            opt_arg(required),
+            opt_arg(p.budget_ids),
+            opt_arg(p.quota_policy_id),
+            opt_arg(args.delay_until),
+            opt_arg(args.execution_deadline_at),
+            opt_arg(args.idempotency_key.as_ref()),
+            arg(p.dedup_window_ms),
+            args.input_payload.clone(),
+            arg(&args.policy_json),
+            opt_arg(p.max_replay_count),
+            opt_arg(p.max_reclaim_count),
+            arg(p.retry_spec),
+            arg(rejection),
+            arg(args.tags.len()),
+        ];
+        for (k, v) in &args.tags {
+            extra.push(arg(k));
+            extra.push(arg(v));
+        }
+        let r = self.call_texts("ff_create_execution", &args.execution_id, extra).await?;
+        let id = |s: &str| ExecutionId::parse(s).map_err(|e| protocol(format!("execution id {s:?}: {e}")));
+        match slot(&r, 0)? {
+            "created" => Ok(CreateExecutionOutcome::Created {
+                execution_id: args.execution_id.clone(),
+                public_state: parse_wire("public state", slot(&r, 1)?, PublicState::parse)?,
+            }),
+            "duplicate" => Ok(CreateExecutionOutcome::Duplicate { execution_id: id(slot(&r, 1)?)? }),
+            other => Err(protocol(format!("create reply {other:?}"))),
+        }
+    }
+
+    /// Arguments of both grant functions.
+    fn grant_args(args: &IssueClaimGrantArgs) -> Vec<Vec<u8>> {
+        vec![
+            arg(&args.worker_id),
+            arg(&args.worker_instance_id),
+            arg(&args.lane_id),
+            arg(&args.capability_hash),
+            arg(args.grant_ttl_ms),
+            arg(&args.route_snapshot_json),
+            arg(&args.admission_summary),
+            arg(args.worker_capabilities.to_csv()),
+        ]
+    }
+
+    fn grant_key(id: &ExecutionId) -> String {
+        ff_core::keys::ExecKeys::new(&id.hash_tag(), id.as_str()).claim_grant()
+    }
+
+    async fn scan_report(
+        &self,
+        kind: ScannerKind,
+        partition: u16,
+        batch: usize,
+    ) -> Result<ScanReport, EngineError> {
+        let kind_text = match kind {
+            ScannerKind::LeaseExpiry => "lease_expiry",
+            ScannerKind::DelayedPromoter => "delayed_promoter",
+            ScannerKind::AttemptTimeout => "attempt_timeout",
+            ScannerKind::ExecutionDeadline => "execution_deadline",
+            ScannerKind::SuspensionTimeout => "suspension_timeout",
+            ScannerKind::PendingWaitpointExpiry => "pending_waitpoint_expiry",
+            _ => return Err(EngineError::Unavailable { op: "run_scanner" }),
+        };
+        let batch = batch.clamp(1, SCANNER_BATCH_MAX);
+        let v =
+            self.partition_call("ff_run_scanner", partition, vec![arg(kind_text), arg(batch)], false).await?;
+        let r = wire::texts(v)?;
+        Ok(ScanReport { examined: num(&r, 0)?, acted: num(&r, 1)? })
+    }
+}
+
+/// The detail a validation error carries (empty for other errors).
+fn validation_detail(e: &EngineError) -> String {
+    match e.root() {
+        EngineError::Validation { detail, .. } => detail.clone(),
+        _ => String::new(),
+    }
+}
+
+#[async_trait]
+impl EngineBackend for ValkeyBackend {
+    fn backend_tag(&self) -> BackendTag {
+        BackendTag::Valkey
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        self.capability_report()
+    }
+
+    async fn server_time_ms(&self) -> Result<TimestampMs, EngineError> {
+        if let Some(c) = &self.cfg.clock {
+            return Ok(c.now_ms());
+        }
+        let v: ferriskey::Value = self.client.cmd("TIME").execute().await.map_err(wire::engine_error)?;
+        let t = wire::texts(v)?;
+        let secs: i64 = num(&t, 0)?;
+        let micros: i64 = num(&t, 1)?;
+        Ok(secs * 1000 + micros / 1000)
+    }
+
+    fn sim_clock(&self) -> Option<SimClock> {
+        self.cfg.clock.clone()
+    }
+
+    fn partition_config(&self) -> ff_core::PartitionConfig {
+        self.cfg.partitions
+    }
+
+    async fn create_execution(
+        &self,
+        args: CreateExecutionArgs,
+    ) -> Result<CreateExecutionOutcome, EngineError> {
+        self.create(args).await
+    }
+
+    async fn claim_execution(&self, args: ClaimExecutionArgs) -> Result<ClaimedExecution, EngineError> {
+        args.validate()?;
+        let extra = vec![
+            arg(&args.worker_id),
+            arg(&args.worker_instance_id),
+            arg(&args.lane_id),
+            arg(args.lease_id),
+            arg(args.lease_ttl_ms),
+            arg(args.attempt_id),
+            arg(&args.attempt_policy_json),
+            opt_arg(args.attempt_timeout_ms),
+            opt_arg(args.execution_deadline_at),
+        ];
+        let r = self.call_texts("ff_claim_execution", &args.execution_id, extra).await?;
+        self.claimed(
+            &args.execution_id,
+            args.lease_id,
+            args.lease_ttl_ms,
+            &args.lane_id,
+            HandleKind::Fresh,
+            &r,
+        )
+    }
+
+    async fn complete_execution(&self, args: CompleteExecutionArgs) -> Result<CompleteOutcome, EngineError> {
+        args.validate()?;
+        let mut extra = fence_args(&args.fence);
+        extra.push(flag(args.source.is_override()));
+        extra.push(args.result_payload.clone().unwrap_or_default());
+        self.call_texts("ff_complete_execution", &args.execution_id, extra).await?;
+        Ok(CompleteOutcome::Completed { execution_id: args.execution_id })
+    }
+
+    async fn cancel_execution(&self, args: CancelExecutionArgs) -> Result<CancelOutcome, EngineError> {
+        args.validate()?;
+        let extra = vec![
+            arg(&args.reason),
+            arg(args.source.as_str()),
+            flag(args.source.is_override()),
+            opt_arg(args.lease_id),
+            opt_arg(args.lease_epoch),
+        ];
+        let r = self.call_texts("ff_cancel_execution", &args.execution_id, extra).await?;
+        let from_phase = parse_wire("phase", slot(&r, 1)?, LifecyclePhase::parse)?;
+        Ok(CancelOutcome::Cancelled { execution_id: args.execution_id, from_phase })
+    }
+
+    async fn delay_execution(&self, args: DelayExecutionArgs) -> Result<TimestampMs, EngineError> {
+        args.validate()?;
+        let mut extra = fence_args(&args.fence);
+        extra.push(flag(args.source.is_override()));
+        extra.push(arg(args.delay_until));
+        let r = self.call_texts("ff_delay_execution", &args.execution_id, extra).await?;
+        num(&r, 0)
+    }
+
+    async fn move_to_waiting_children(&self, args: MoveToWaitingChildrenArgs) -> Result<(), EngineError> {
+        args.validate()?;
+        let mut extra = fence_args(&args.fence);
+        extra.push(flag(args.source.is_override()));
+        self.call_texts("ff_move_to_waiting_children", &args.execution_id, extra).await?;
+        Ok(())
+    }
+
+    async fn fail_execution(&self, args: FailExecutionArgs) -> Result<FailOutcome, EngineError> {
+        args.validate()?;
+        let mut extra = fence_args(&args.fence);
+        extra.push(flag(args.source.is_override()));
+        extra.push(arg(&args.failure_reason));
+        extra.push(arg(&args.failure_category));
+        extra.push(match &args.retry_policy_json {
+            Some(j) => arg(policy::retry_spec(j)),
+            None => arg("-"),
+        });
+        let r = self.call_texts("ff_fail_execution", &args.execution_id, extra).await?;
+        match slot(&r, 0)? {
+            "retry_scheduled" => Ok(FailOutcome::RetryScheduled { delay_until: num(&r, 1)? }),
+            "terminal_failed" => Ok(FailOutcome::TerminalFailed),
+            other => Err(protocol(format!("fail reply {other:?}"))),
+        }
+    }
+
+    async fn reclaim_execution(
+        &self,
+        args: ReclaimExecutionArgs,
+    ) -> Result<ReclaimExecutionOutcome, EngineError> {
+        args.validate()?;
+        let extra = vec![
+            arg(&args.worker_id),
+            arg(&args.worker_instance_id),
+            arg(&args.lane_id),
+            arg(args.lease_id),
+            arg(args.lease_ttl_ms),
+            arg(args.attempt_id),
+            opt_arg(args.max_reclaim_count),
+        ];
+        let id = args.execution_id.clone();
+        let r = self.call_texts("ff_reclaim_execution", &id, extra).await?;
+        match slot(&r, 0)? {
+            "not_reclaimable" => Ok(ReclaimExecutionOutcome::NotReclaimable {
+                execution_id: id,
+                detail: slot(&r, 1)?.to_owned(),
+            }),
+            "cap_exceeded" => Ok(ReclaimExecutionOutcome::ReclaimCapExceeded {
+                execution_id: id,
+                reclaim_count: num(&r, 1)?,
+            }),
+            "grant_not_found" => Ok(ReclaimExecutionOutcome::GrantNotFound { execution_id: id }),
+            "claimed" => {
+                let c = self.claimed(
+                    &id,
+                    args.lease_id,
+                    args.lease_ttl_ms,
+                    &args.lane_id,
+                    HandleKind::Reclaimed,
+                    &r[1..],
+                )?;
+                Ok(ReclaimExecutionOutcome::Claimed(c))
+            }
+            other => Err(protocol(format!("reclaim reply {other:?}"))),
+        }
+    }
+
+    async fn expire_execution(
+        &self,
+        execution_id: &ExecutionId,
+        phase: ExpirePhase,
+    ) -> Result<ExpireOutcome, EngineError> {
+        let r = self.call_texts("ff_expire_execution", execution_id, vec![arg(phase.as_str())]).await?;
+        match slot(&r, 0)? {
+            "expired" => Ok(ExpireOutcome::Expired {
+                from_phase: parse_wire("phase", slot(&r, 1)?, LifecyclePhase::parse)?,
+            }),
+            "already_terminal" => Ok(ExpireOutcome::AlreadyTerminal),
+            "not_found_cleaned" => Ok(ExpireOutcome::NotFoundCleaned),
+            other => Err(protocol(format!("expire reply {other:?}"))),
+        }
+    }
+
+    async fn set_execution_tags(&self, args: SetExecutionTagsArgs) -> Result<usize, EngineError> {
+        args.validate()?;
+        // The key rule needs no stored state, but a missing execution answers first.
+        let bad = args.tags.iter().find(|(k, _)| !is_valid_tag_key(k)).map(|(k, _)| k.clone());
+        if let Some(bad) = bad {
+            if self.describe_execution(&args.execution_id).await?.is_none() {
+                return Err(EngineError::execution_not_found());
+            }
+            return Err(EngineError::validation(ff_core::error::ValidationKind::InvalidTagKey, bad));
+        }
+        let mut extra = vec![arg(args.tags.len())];
+        for (k, v) in &args.tags {
+            extra.push(arg(k));
+            extra.push(arg(v));
+        }
+        let r = self.call_texts("ff_set_execution_tags", &args.execution_id, extra).await?;
+        num(&r, 0)
+    }
+
+    async fn replay_execution(&self, execution_id: &ExecutionId) -> Result<ReplayOutcome, EngineError> {
+        let r = self.call_texts("ff_replay_execution", execution_id, Vec::new()).await?;
+        Ok(ReplayOutcome::Replayed {
+            public_state: parse_wire("public state", slot(&r, 1)?, PublicState::parse)?,
+        })
+    }
+
+    async fn renew_lease(&self, args: RenewLeaseArgs) -> Result<LeaseRenewal, EngineError> {
+        args.validate()?;
+        let mut extra = vec![arg(args.attempt_index)];
+        extra.extend(fence_args(&args.fence));
+        extra.push(arg(args.lease_ttl_ms));
+        extra.push(arg(args.lease_history_grace_ms));
+        let r = self.call_texts("ff_renew_lease", &args.execution_id, extra).await?;
+        Ok(LeaseRenewal { expires_at_ms: num(&r, 0)?, lease_epoch: num(&r, 1)? })
+    }
+
+    async fn mark_lease_expired_if_due(
+        &self,
+        execution_id: &ExecutionId,
+    ) -> Result<MarkLeaseExpiredOutcome, EngineError> {
+        let r = self.call_texts("ff_mark_lease_expired_if_due", execution_id, Vec::new()).await?;
+        Ok(match slot(&r, 0)? {
+            "marked_expired" => MarkLeaseExpiredOutcome::MarkedExpired,
+            reason => MarkLeaseExpiredOutcome::AlreadySatisfied { reason: reason.to_owned() },
+        })
+    }
+
+    async fn revoke_lease(&self, args: RevokeLeaseArgs) -> Result<RevokeLeaseOutcome, EngineError> {
+        args.validate()?;
+        let extra = vec![opt_arg(args.expected_lease_id), arg(&args.reason)];
+        let r = self.call_texts("ff_revoke_lease", &args.execution_id, extra).await?;
+        match slot(&r, 0)? {
+            "already_satisfied" => {
+                Ok(RevokeLeaseOutcome::AlreadySatisfied { reason: slot(&r, 1)?.to_owned() })
+            }
+            "revoked" => Ok(RevokeLeaseOutcome::Revoked {
+                lease_id: LeaseId::parse(slot(&r, 1)?).map_err(|e| protocol(format!("lease id: {e}")))?,
+                lease_epoch: num(&r, 2)?,
+            }),
+            other => Err(protocol(format!("revoke reply {other:?}"))),
+        }
+    }
+
+    async fn list_expired_leases(
+        &self,
+        args: ListExpiredLeasesArgs,
+    ) -> Result<ExpiredLeasesPage, EngineError> {
+        args.validate()?;
+        let mut candidates: Vec<(i64, String, Vec<String>)> = Vec::new();
+        for p in 0..self.cfg.partitions.num_flow_partitions {
+            let (score, id) = match &args.after {
+                Some((t, id)) => (arg(t), arg(id.as_str())),
+                None => (Vec::new(), Vec::new()),
+            };
+            let extra = vec![arg(args.as_of), score, id, arg(args.limit + 1)];
+            let v = self.partition_call("ff_list_expired_leases", p, extra, true).await?;
+            for row in wire::array(v)? {
+                let row = wire::texts(row)?;
+                candidates.push((num(&row, 0)?, slot(&row, 1)?.to_owned(), row));
+            }
+        }
+        candidates.sort_by(|a, b| (a.0, &a.1).cmp(&(b.0, &b.1)));
+        let more = candidates.len() > args.limit;
+        let mut entries = Vec::new();
+        let mut last_seen = None;
+        for (expires, member, row) in candidates.into_iter().take(args.limit) {
+            let id = ExecutionId::parse(&member)
+                .map_err(|e| protocol(format!("lease_expiry member {member}: {e}")))?;
+            last_seen = Some((expires, id.clone()));
+            let (lease, inst) = (slot(&row, 2)?, slot(&row, 4)?);
+            if lease.is_empty() || inst.is_empty() {
+                continue;
+            }
+            entries.push(ExpiredLeaseInfo {
+                execution_id: id,
+                lease_id: LeaseId::parse(lease).map_err(|e| protocol(format!("lease id: {e}")))?,
+                lease_epoch: num(&row, 3)?,
+                worker_instance_id: WorkerInstanceId::new(inst),
+                expires_at_ms: expires,
+                attempt_index: num(&row, 5)?,
+            });
+        }
+        Ok(ExpiredLeasesPage { entries, cursor: if more { last_seen } else { None } })
+    }
+
+    async fn issue_claim_grant(
+        &self,
+        args: IssueClaimGrantArgs,
+    ) -> Result<IssueClaimGrantOutcome, EngineError> {
+        args.validate()?;
+        let r = self.call_texts("ff_issue_claim_grant", &args.execution_id, Self::grant_args(&args)).await?;
+        let id = &args.execution_id;
+        Ok(IssueClaimGrantOutcome::Granted(ClaimGrant {
+            execution_id: id.clone(),
+            partition_key: id.partition().key(),
+            grant_key: Self::grant_key(id),
+            expires_at_ms: num(&r, 0)?,
+        }))
+    }
+
+    async fn change_priority(&self, args: ChangePriorityArgs) -> Result<PriorityChange, EngineError> {
+        let p = ff_engine::common::clamp_priority(args.new_priority);
+        let r = self.call_texts("ff_change_priority", &args.execution_id, vec![arg(p)]).await?;
+        Ok(PriorityChange { old_priority: num(&r, 0)?, new_priority: num(&r, 1)? })
+    }
+
+    async fn update_progress(&self, args: UpdateProgressArgs) -> Result<(), EngineError> {
+        args.validate()?;
+        let extra = vec![
+            arg(args.lease_id),
+            arg(args.lease_epoch),
+            opt_arg(args.progress_pct),
+            flag(args.progress_message.is_some()),
+            args.progress_message.clone().unwrap_or_default().into_bytes(),
+        ];
+        self.call_texts("ff_update_progress", &args.execution_id, extra).await?;
+        Ok(())
+    }
+
+    async fn promote_delayed(
+        &self,
+        lane_id: &LaneId,
+        execution_id: &ExecutionId,
+    ) -> Result<PromoteOutcome, EngineError> {
+        let r = self.call_texts("ff_promote_delayed", execution_id, vec![arg(lane_id)]).await?;
+        match slot(&r, 0)? {
+            "promoted" => Ok(PromoteOutcome::Promoted),
+            "not_yet_due" => Ok(PromoteOutcome::NotYetDue),
+            "not_found_cleaned" => Ok(PromoteOutcome::NotFoundCleaned),
+            "not_runnable_cleaned" => Ok(PromoteOutcome::NotRunnableCleaned),
+            "not_delayed_cleaned" => Ok(PromoteOutcome::NotDelayedCleaned),
+            other => Err(protocol(format!("promote reply {other:?}"))),
+        }
+    }
+
+    async fn issue_reclaim_grant(
+        &self,
+        args: IssueReclaimGrantArgs,
+    ) -> Result<IssueReclaimGrantOutcome, EngineError> {
+        args.validate()?;
+        let r =
+            self.call_texts("ff_issue_reclaim_grant", &args.execution_id, Self::grant_args(&args)).await?;
+        let id = &args.execution_id;
+        match slot(&r, 0)? {
+            "not_reclaimable" => Ok(IssueReclaimGrantOutcome::NotReclaimable {
+                execution_id: id.clone(),
+                detail: slot(&r, 1)?.to_owned(),
+            }),
+            "granted" => Ok(IssueReclaimGrantOutcome::Granted(LaneGrant {
+                execution_id: id.clone(),
+                partition_key: id.partition().key(),
+                grant_key: Self::grant_key(id),
+                expires_at_ms: num(&r, 1)?,
+                lane_id: LaneId::new(slot(&r, 2)?),
+            })),
+            other => Err(protocol(format!("reclaim grant reply {other:?}"))),
+        }
+    }
+
+    async fn claim_resumed_execution(
+        &self,
+        args: ClaimResumedExecutionArgs,
+    ) -> Result<ClaimedExecution, EngineError> {
+        args.validate()?;
+        let extra = vec![
+            arg(&args.worker_id),
+            arg(&args.worker_instance_id),
+            arg(&args.lane_id),
+            arg(args.lease_id),
+            arg(args.lease_ttl_ms),
+            opt_arg(args.remaining_attempt_timeout_ms),
+        ];
+        let r = self.call_texts("ff_claim_resumed_execution", &args.execution_id, extra).await?;
+        self.claimed(
+            &args.execution_id,
+            args.lease_id,
+            args.lease_ttl_ms,
+            &args.lane_id,
+            HandleKind::Resumed,
+            &r,
+        )
+    }
+
+    async fn issue_grant_and_claim(
+        &self,
+        args: IssueGrantAndClaimArgs,
+    ) -> Result<ClaimGrantOutcome, EngineError> {
+        args.validate()?;
+        let extra =
+            vec![arg(&args.lane_id), arg(args.lease_id), arg(args.lease_duration_ms), arg(args.attempt_id)];
+        let r = self.call_texts("ff_issue_grant_and_claim", &args.execution_id, extra).await?;
+        Ok(ClaimGrantOutcome {
+            lease_id: args.lease_id,
+            lease_epoch: num(&r, 0)?,
+            attempt_index: num(&r, 1)?,
+        })
+    }
+
+    async fn block_execution_for_admission(&self, args: BlockExecutionArgs) -> Result<(), EngineError> {
+        args.validate()?;
+        let extra = vec![arg(args.reason.as_str()), arg(&args.detail)];
+        self.call_texts("ff_block_execution_for_admission", &args.execution_id, extra).await?;
+        Ok(())
+    }
+
+    async fn unblock_execution(&self, args: UnblockExecutionArgs) -> Result<(), EngineError> {
+        let extra = vec![opt_arg(args.expected_reason.map(|r| r.as_str()))];
+        self.call_texts("ff_unblock_execution", &args.execution_id, extra).await?;
+        Ok(())
+    }
+
+    async fn scan_eligible_executions(
+        &self,
+        args: ScanEligibleArgs,
+    ) -> Result<Vec<ExecutionId>, EngineError> {
+        let limit = args.limit.clamp(1, LIST_LIMIT_MAX);
+        let extra = vec![arg(&args.lane_id), arg(limit)];
+        let v = self.partition_call("ff_scan_eligible", args.partition, extra, true).await?;
+        wire::texts(v)?
+            .iter()
+            .map(|m| ExecutionId::parse(m).map_err(|e| protocol(format!("eligible member {m}: {e}"))))
+            .collect()
+    }
+
+    async fn describe_execution(
+        &self,
+        execution_id: &ExecutionId,
+    ) -> Result<Option<ExecutionSnapshot>, EngineError> {
+        snapshot::describe(self.exec_call("ff_describe_execution", execution_id, Vec::new(), true).await?)
+    }
+
+    async fn read_execution_context(
+        &self,
+        execution_id: &ExecutionId,
+    ) -> Result<ExecutionContext, EngineError> {
+        let v = self.exec_call("ff_read_execution_context", execution_id, Vec::new(), true).await?;
+        let mut items = wire::array(v)?.into_iter();
+        let Some(kind) = items.next() else {
+            return Err(EngineError::invalid_input("execution_not_found"));
+        };
+        let payload = items.next().map(wire::bytes).transpose()?.unwrap_or_default();
+        let rest: Vec<String> = items.map(wire::text).collect::<Result<_, _>>()?;
+        let tags =
+            rest.chunks(2).filter(|kv| kv.len() == 2).map(|kv| (kv[0].clone(), kv[1].clone())).collect();
+        Ok(ExecutionContext { input_payload: payload, execution_kind: wire::text(kind)?, tags })
+    }
+
+    async fn get_execution_result(&self, execution_id: &ExecutionId) -> Result<Option<Vec<u8>>, EngineError> {
+        let v = self.exec_call("ff_get_execution_result", execution_id, Vec::new(), true).await?;
+        wire::array(v)?.into_iter().next().map(wire::bytes).transpose()
+    }
+
+    async fn get_execution_tag(
+        &self,
+        execution_id: &ExecutionId,
+        key: &str,
+    ) -> Result<Option<String>, EngineError> {
+        let v = self.exec_call("ff_get_execution_tag", execution_id, vec![arg(key)], true).await?;
+        wire::array(v)?.into_iter().next().map(wire::text).transpose()
+    }
+
+    async fn read_lease_history(
+        &self,
+        execution_id: &ExecutionId,
+    ) -> Result<Vec<LeaseHistoryEntry>, EngineError> {
+        snapshot::lease_history(
+            self.exec_call("ff_read_lease_history", execution_id, Vec::new(), true).await?,
+        )
+    }
+
+    async fn list_executions(
+        &self,
+        partition: u16,
+        after: Option<ExecutionId>,
+        limit: usize,
+    ) -> Result<Vec<ExecutionId>, EngineError> {
+        let limit = limit.clamp(1, LIST_LIMIT_MAX);
+        let extra = vec![opt_arg(after.as_ref().map(ExecutionId::as_str)), arg(limit)];
+        let v = self.partition_call("ff_list_executions", partition, extra, true).await?;
+        wire::texts(v)?
+            .iter()
+            .map(|m| ExecutionId::parse(m).map_err(|e| protocol(format!("all_executions member {m}: {e}"))))
+            .collect()
+    }
+
+    async fn run_scanner(
+        &self,
+        kind: ScannerKind,
+        partition: u16,
+        batch: usize,
+    ) -> Result<ScanReport, EngineError> {
+        self.scan_report(kind, partition, batch).await
+    }
+
+    async fn register_worker(&self, args: RegisterWorkerArgs) -> Result<RegisterWorkerOutcome, EngineError> {
+        args.validate()?;
+        let json = |v: Result<String, serde_json::Error>| v.map_err(|e| protocol(format!("encode: {e}")));
+        let extra = vec![
+            arg(&args.worker_instance_id),
+            arg(&args.worker_id),
+            arg(args.liveness_ttl_ms),
+            arg(json(serde_json::to_string(&args.lanes))?),
+            arg(json(serde_json::to_string(&args.capabilities))?),
+        ];
+        let r = wire::texts(self.worker_call("ff_register_worker", &args.namespace, extra, false).await?)?;
+        match slot(&r, 0)? {
+            "registered" => Ok(RegisterWorkerOutcome::Registered),
+            "refreshed" => Ok(RegisterWorkerOutcome::Refreshed),
+            other => Err(protocol(format!("register reply {other:?}"))),
+        }
+    }
+
+    async fn heartbeat_worker(&self, args: HeartbeatWorkerArgs) -> Result<HeartbeatOutcome, EngineError> {
+        let extra = vec![arg(&args.worker_instance_id)];
+        let r = wire::texts(self.worker_call("ff_heartbeat_worker", &args.namespace, extra, false).await?)?;
+        match slot(&r, 0)? {
+            "refreshed" => Ok(HeartbeatOutcome::Refreshed { next_expiry_ms: num(&r, 1)? }),
+            "not_registered" => Ok(HeartbeatOutcome::NotRegistered),
+            other => Err(protocol(format!("heartbeat reply {other:?}"))),
+        }
+    }
+
+    async fn mark_worker_dead(&self, args: MarkWorkerDeadArgs) -> Result<MarkWorkerDeadOutcome, EngineError> {
+        args.validate()?;
+        let extra = vec![arg(&args.worker_instance_id)];
+        let r = wire::texts(self.worker_call("ff_mark_worker_dead", &args.namespace, extra, false).await?)?;
+        match slot(&r, 0)? {
+            "marked" => Ok(MarkWorkerDeadOutcome::Marked),
+            "not_registered" => Ok(MarkWorkerDeadOutcome::NotRegistered),
+            other => Err(protocol(format!("mark dead reply {other:?}"))),
+        }
+    }
+
+    async fn list_workers(&self, args: ListWorkersArgs) -> Result<WorkersPage, EngineError> {
+        let limit = args.limit.clamp(1, LIST_LIMIT_MAX);
+        let extra = vec![opt_arg(args.after.as_ref()), arg(limit)];
+        let mut items =
+            wire::array(self.worker_call("ff_list_workers", &args.namespace, extra, true).await?)?;
+        if items.is_empty() {
+            return Err(protocol("list_workers reply has no cursor"));
+        }
+        let cursor = wire::text(items.remove(0))?;
+        let mut workers = Vec::with_capacity(items.len());
+        for row in items {
+            let r = wire::texts(row)?;
+            workers.push(WorkerInfo {
+                worker_id: ff_core::WorkerId::new(slot(&r, 1)?),
+                worker_instance_id: WorkerInstanceId::new(slot(&r, 0)?),
+                namespace: args.namespace.clone(),
+                lanes: serde_json::from_str(slot(&r, 2)?)
+                    .map_err(|e| protocol(format!("worker lanes: {e}")))?,
+                capabilities: serde_json::from_str(slot(&r, 3)?)
+                    .map_err(|e| protocol(format!("worker capabilities: {e}")))?,
+                last_heartbeat_ms: num(&r, 4)?,
+                liveness_ttl_ms: num(&r, 5)?,
+                registered_at_ms: num(&r, 6)?,
+            });
+        }
+        let cursor = (!cursor.is_empty()).then(|| WorkerInstanceId::new(cursor));
+        Ok(WorkersPage { workers, cursor })
+    }
+
+    async fn read_completions(
+        &self,
+        _after: u64,
+        _limit: usize,
+    ) -> Result<Vec<CompletionEvent>, EngineError> {
+        Err(EngineError::Unavailable { op: "read_completions" })
+    }
+
+    async fn suspend_by_triple(&self, _args: SuspendByTripleArgs) -> Result<SuspendOutcome, EngineError> {
+        Err(EngineError::Unavailable { op: "suspend_by_triple" })
+    }
+
+    async fn create_pending_waitpoint(
+        &self,
+        _args: CreateWaitpointArgs,
+    ) -> Result<PendingWaitpoint, EngineError> {
+        Err(EngineError::Unavailable { op: "create_pending_waitpoint" })
+    }
+
+    async fn close_waitpoint(
+        &self,
+        _execution_id: &ExecutionId,
+        _waitpoint_id: &WaitpointId,
+        _reason: &str,
+    ) -> Result<bool, EngineError> {
+        Err(EngineError::Unavailable { op: "close_waitpoint" })
+    }
+
+    async fn deliver_signal(&self, _args: DeliverSignalArgs) -> Result<DeliverSignalOutcome, EngineError> {
+        Err(EngineError::Unavailable { op: "deliver_signal" })
+    }
+
+    async fn resume_execution(&self, _args: ResumeExecutionArgs) -> Result<ResumeOutcome, EngineError> {
+        Err(EngineError::Unavailable { op: "resume_execution" })
+    }
+
+    async fn expire_suspension(
+        &self,
+        _execution_id: &ExecutionId,
+    ) -> Result<ExpireSuspensionOutcome, EngineError> {
+        Err(EngineError::Unavailable { op: "expire_suspension" })
+    }
+
+    async fn read_waitpoint_token(&self, _waitpoint_id: &WaitpointId) -> Result<Option<String>, EngineError> {
+        Err(EngineError::Unavailable { op: "read_waitpoint_token" })
+    }
+
+    async fn observe_execution_signals(
+        &self,
+        _execution_id: &ExecutionId,
+    ) -> Result<Vec<ResumeSignal>, EngineError> {
+        Err(EngineError::Unavailable { op: "observe_execution_signals" })
+    }
+
+    async fn list_pending_waitpoints(
+        &self,
+        _execution_id: &ExecutionId,
+        _after: Option<WaitpointId>,
+        _limit: usize,
+    ) -> Result<(Vec<PendingWaitpointInfo>, Option<WaitpointId>), EngineError> {
+        Err(EngineError::Unavailable { op: "list_pending_waitpoints" })
+    }
+
+    async fn list_suspended(
+        &self,
+        _partition: u16,
+        _after: Option<ExecutionId>,
+        _limit: usize,
+    ) -> Result<(Vec<SuspendedExecutionEntry>, Option<ExecutionId>), EngineError> {
+        Err(EngineError::Unavailable { op: "list_suspended" })
+    }
+
+    async fn seed_waitpoint_hmac_secret(
+        &self,
+        _kid: &str,
+        _secret_hex: &str,
+    ) -> Result<SeedOutcome, EngineError> {
+        Err(EngineError::Unavailable { op: "seed_waitpoint_hmac_secret" })
+    }
+
+    async fn rotate_waitpoint_hmac_secret_all(
+        &self,
+        _new_kid: &str,
+        _new_secret_hex: &str,
+        _grace_ms: u64,
+    ) -> Result<Vec<(u16, Result<RotateOutcome, EngineError>)>, EngineError> {
+        Err(EngineError::Unavailable { op: "rotate_waitpoint_hmac_secret_all" })
+    }
+
+    async fn list_waitpoint_hmac_kids(&self) -> Result<(Option<String>, Vec<KidInfo>), EngineError> {
+        Err(EngineError::Unavailable { op: "list_waitpoint_hmac_kids" })
+    }
+
+    async fn create_flow(&self, _args: CreateFlowArgs) -> Result<CreateFlowOutcome, EngineError> {
+        Err(EngineError::Unavailable { op: "create_flow" })
+    }
+
+    async fn add_execution_to_flow(
+        &self,
+        _flow_id: &FlowId,
+        _execution_id: &ExecutionId,
+    ) -> Result<AddToFlowOutcome, EngineError> {
+        Err(EngineError::Unavailable { op: "add_execution_to_flow" })
+    }
+
+    async fn stage_dependency_edge(&self, _args: StageEdgeArgs) -> Result<(EdgeId, u64), EngineError> {
+        Err(EngineError::Unavailable { op: "stage_dependency_edge" })
+    }
+
+    async fn set_edge_group_policy(
+        &self,
+        _flow_id: &FlowId,
+        _downstream: &ExecutionId,
+        _policy: EdgeDependencyPolicy,
+    ) -> Result<bool, EngineError> {
+        Err(EngineError::Unavailable { op: "set_edge_group_policy" })
+    }
+
+    async fn apply_dependency_to_child(
+        &self,
+        _flow_id: &FlowId,
+        _edge_id: &EdgeId,
+    ) -> Result<Option<u64>, EngineError> {
+        Err(EngineError::Unavailable { op: "apply_dependency_to_child" })
+    }
+
+    async fn resolve_dependency(
+        &self,
+        _flow_id: &FlowId,
+        _edge_id: &EdgeId,
+        _upstream_outcome: ff_core::state::TerminalOutcome,
+    ) -> Result<ResolveDependencyOutcome, EngineError> {
+        Err(EngineError::Unavailable { op: "resolve_dependency" })
+    }
+
+    async fn cancel_flow_header(
+        &self,
+        _flow_id: &FlowId,
+        _reason: &str,
+        _policy: CancelFlowPolicy,
+        _grace_ms: u64,
+    ) -> Result<CancelFlowHeader, EngineError> {
+        Err(EngineError::Unavailable { op: "cancel_flow_header" })
+    }
+
+    async fn ack_cancel_member(
+        &self,
+        _flow_id: &FlowId,
+        _execution_id: &ExecutionId,
+    ) -> Result<(), EngineError> {
+        Err(EngineError::Unavailable { op: "ack_cancel_member" })
+    }
+
+    async fn promote_blocked_to_eligible(&self, _execution_id: &ExecutionId) -> Result<(), EngineError> {
+        Err(EngineError::Unavailable { op: "promote_blocked_to_eligible" })
+    }
+
+    async fn set_flow_tags(
+        &self,
+        _flow_id: &FlowId,
+        _tags: Vec<(String, String)>,
+    ) -> Result<usize, EngineError> {
+        Err(EngineError::Unavailable { op: "set_flow_tags" })
+    }
+
+    async fn describe_flow(&self, _flow_id: &FlowId) -> Result<Option<FlowSnapshot>, EngineError> {
+        Err(EngineError::Unavailable { op: "describe_flow" })
+    }
+
+    async fn create_budget(&self, _args: CreateBudgetArgs) -> Result<CreateBudgetOutcome, EngineError> {
+        Err(EngineError::Unavailable { op: "create_budget" })
+    }
+
+    async fn report_usage_and_check(&self, _args: ReportUsageArgs) -> Result<ReportUsageResult, EngineError> {
+        Err(EngineError::Unavailable { op: "report_usage_and_check" })
+    }
+
+    async fn record_spend(&self, _args: RecordSpendArgs) -> Result<ReportUsageResult, EngineError> {
+        Err(EngineError::Unavailable { op: "record_spend" })
+    }
+
+    async fn release_budget(
+        &self,
+        _budget_id: &BudgetId,
+        _execution_id: &ExecutionId,
+    ) -> Result<bool, EngineError> {
+        Err(EngineError::Unavailable { op: "release_budget" })
+    }
+
+    async fn reset_budget(&self, _budget_id: &BudgetId) -> Result<Option<TimestampMs>, EngineError> {
+        Err(EngineError::Unavailable { op: "reset_budget" })
+    }
+
+    async fn get_budget_status(&self, _budget_id: &BudgetId) -> Result<BudgetStatus, EngineError> {
+        Err(EngineError::Unavailable { op: "get_budget_status" })
+    }
+
+    async fn create_quota_policy(
+        &self,
+        _args: CreateQuotaPolicyArgs,
+    ) -> Result<CreateQuotaOutcome, EngineError> {
+        Err(EngineError::Unavailable { op: "create_quota_policy" })
+    }
+
+    async fn check_admission_and_record(
+        &self,
+        _args: CheckAdmissionArgs,
+    ) -> Result<CheckAdmissionResult, EngineError> {
+        Err(EngineError::Unavailable { op: "check_admission_and_record" })
+    }
+
+    async fn release_admission(
+        &self,
+        _quota_policy_id: &QuotaPolicyId,
+        _execution_id: &ExecutionId,
+    ) -> Result<(), EngineError> {
+        Err(EngineError::Unavailable { op: "release_admission" })
+    }
+
+    async fn read_quota_policy_limits(
+        &self,
+        _quota_policy_id: &QuotaPolicyId,
+    ) -> Result<Option<QuotaPolicyLimits>, EngineError> {
+        Err(EngineError::Unavailable { op: "read_quota_policy_limits" })
+    }
+
+    async fn append_stream_frame(&self, _args: AppendFrameArgs) -> Result<AppendFrameOutcome, EngineError> {
+        Err(EngineError::Unavailable { op: "append_stream_frame" })
+    }
+
+    async fn read_stream(
+        &self,
+        _execution_id: &ExecutionId,
+        _attempt_index: AttemptIndex,
+        _from: StreamCursor,
+        _to: StreamCursor,
+        _count_limit: u64,
+    ) -> Result<StreamFrames, EngineError> {
+        Err(EngineError::Unavailable { op: "read_stream" })
+    }
+
+    async fn tail_stream(
+        &self,
+        _execution_id: &ExecutionId,
+        _attempt_index: AttemptIndex,
+        _after: StreamCursor,
+        _block_ms: u64,
+        _count_limit: u64,
+        _visibility: TailVisibility,
+    ) -> Result<StreamFrames, EngineError> {
+        Err(EngineError::Unavailable { op: "tail_stream" })
+    }
+
+    async fn read_summary(
+        &self,
+        _execution_id: &ExecutionId,
+        _attempt_index: AttemptIndex,
+    ) -> Result<Option<SummaryDocument>, EngineError> {
+        Err(EngineError::Unavailable { op: "read_summary" })
+    }
+}

@@ -1,0 +1,15 @@
+//! The conformance kit against a real Valkey server (`scripts/valkey.sh`), each
+//! case on a fresh key prefix and a simulated clock. Families this backend does
+//! not claim yet are reported skipped by the kit.
+
+mod common;
+
+use std::sync::Arc;
+
+/// A fresh, isolated Valkey backend on a simulated clock.
+async fn valkey_fixture() -> ff_conformance::Fixture {
+    let backend = common::backend(Some(ff_core::SimClock::default())).await;
+    ff_conformance::Fixture::new(Arc::new(backend))
+}
+
+ff_conformance::suite!(|| async { valkey_fixture().await });

@@ -1,0 +1,324 @@
+-- scheduling.lua: grants, priority, progress, promotion, admission blocks and
+-- the scanner passes (spec 01 §6.15–6.17, §6.19–6.20, §6.25–6.26, §9, §11),
+-- mirroring crates/ff-engine/src/{scheduling,scanners}.rs.
+
+local CAPS_TOKENS_MAX = 256
+local CAPS_CSV_BYTES_MAX = 4096
+local LANES_PER_PASS_MAX = 1024
+
+-- Splits a capability CSV within bounds; raises invalid_capabilities naming the bound.
+local function parse_csv(side, csv)
+  if #csv > CAPS_CSV_BYTES_MAX then
+    error(reject('invalid_capabilities', side .. ':too_many_bytes'))
+  end
+  local tokens = {}
+  for t in string.gmatch(csv, '[^,]+') do
+    tokens[#tokens + 1] = t
+  end
+  if #tokens > CAPS_TOKENS_MAX then
+    error(reject('invalid_capabilities', side .. ':too_many_tokens'))
+  end
+  return tokens
+end
+
+-- The sorted, deduplicated CSV of required tokens the worker lacks, or nil.
+local function missing_capabilities(core, worker_csv)
+  local required = parse_csv('required', core.required_capabilities or '')
+  local have = {}
+  for _, t in ipairs(parse_csv('worker', worker_csv)) do
+    have[t] = true
+  end
+  local missing, seen = {}, {}
+  for _, t in ipairs(required) do
+    if not have[t] and not seen[t] then
+      seen[t] = true
+      missing[#missing + 1] = t
+    end
+  end
+  if #missing == 0 then
+    return nil
+  end
+  table.sort(missing)
+  return table.concat(missing, ',')
+end
+
+local function stamp_mismatch(c, core, now)
+  core.last_capability_mismatch_at = fmt(now)
+  core.last_mutation_at = fmt(now)
+  put_core(c, core)
+end
+
+-- ARGV[5…] of both grants: worker id, instance, lane, capability hash, ttl,
+-- route snapshot, admission summary, worker capability CSV.
+local function write_grant(c, args, now)
+  local expires = now + num(args[9])
+  local key = c.exec('claim_grant')
+  redis.call('DEL', key)
+  redis.call('HSET', key, 'worker_id', args[5], 'worker_instance_id', args[6], 'lane_id', args[7],
+    'capability_hash', args[8], 'route_snapshot_json', args[10], 'admission_summary', args[11],
+    'created_at', fmt(now), 'grant_expires_at', fmt(expires))
+  return expires
+end
+
+-- ff_issue_claim_grant (§6.15).
+local function issue_claim_grant(keys, args)
+  local c = ctx_of(keys, args)
+  local now = c.now
+  local core = must_load(c)
+  if core.lifecycle_phase ~= 'runnable' or core.eligibility_state ~= 'eligible_now' then
+    error(reject('execution_not_eligible'))
+  end
+  if live_grant(c, now) then
+    error(reject('grant_already_exists'))
+  end
+  if not redis.call('ZSCORE', lane_key(c, core, 'eligible'), c.eid) then
+    error(reject('execution_not_in_eligible_set'))
+  end
+  local missing = missing_capabilities(core, args[12])
+  if missing then
+    stamp_mismatch(c, core, now)
+    error(reject('capability_mismatch', missing))
+  end
+  return { fmt(write_grant(c, args, now)) }
+end
+
+-- ff_issue_reclaim_grant (§6.20).
+local function issue_reclaim_grant(keys, args)
+  local c = ctx_of(keys, args)
+  local now = c.now
+  local core = must_load(c)
+  if core.lifecycle_phase ~= 'active' or (core.ownership_state ~= 'lease_expired_reclaimable'
+      and core.ownership_state ~= 'lease_revoked') then
+    return { 'not_reclaimable', 'execution_not_reclaimable' }
+  end
+  if live_grant(c, now) then
+    error(reject('grant_already_exists'))
+  end
+  local missing = missing_capabilities(core, args[12])
+  if missing then
+    stamp_mismatch(c, core, now)
+    return { 'not_reclaimable', 'capability_mismatch: ' .. missing }
+  end
+  return { 'granted', fmt(write_grant(c, args, now)), core.lane_id }
+end
+
+-- ff_change_priority (§6.16). ARGV[5]: the clamped priority.
+local function change_priority(keys, args)
+  local c = ctx_of(keys, args)
+  local core = must_load(c)
+  if core.lifecycle_phase ~= 'runnable' or core.eligibility_state ~= 'eligible_now' then
+    error(reject('execution_not_eligible'))
+  end
+  local old = core.priority
+  core.priority = args[5]
+  core.last_mutation_at = fmt(c.now)
+  add_eligible(c, core)
+  put_core(c, core)
+  return { old, core.priority }
+end
+
+-- ff_update_progress (§6.17). ARGV[5…]: lease id, epoch, pct ("" keep), message flag, message.
+local function update_progress(keys, args)
+  local c = ctx_of(keys, args)
+  local now = c.now
+  local core = must_load(c)
+  if core.lifecycle_phase ~= 'active' then
+    error(not_active(core))
+  end
+  if core.ownership_state == 'lease_revoked' then
+    error(reject('lease_revoked'))
+  end
+  if num(core.lease_expires_at) <= now then
+    error(reject('lease_expired'))
+  end
+  if core.current_lease_id ~= args[5] or s(core.current_lease_epoch or '0') ~= args[6] then
+    error(reject('stale_lease'))
+  end
+  if args[7] ~= '' then
+    core.progress_pct = args[7]
+  end
+  if args[8] == '1' then
+    core.progress_message = args[9]
+  end
+  core.progress_updated_at = fmt(now)
+  core.last_mutation_at = fmt(now)
+  put_core(c, core)
+  return { 'ok' }
+end
+
+-- The body of ff_promote_delayed, shared with the delayed-promoter scanner.
+local function promote(c, lane, now)
+  local delayed = c.lane(lane, 'delayed')
+  local core = load_core(c)
+  if core == nil then
+    redis.call('ZREM', delayed, c.eid)
+    return 'not_found_cleaned'
+  end
+  if core.lifecycle_phase ~= 'runnable' then
+    redis.call('ZREM', delayed, c.eid)
+    return 'not_runnable_cleaned'
+  end
+  if core.eligibility_state ~= 'not_eligible_until_time' then
+    redis.call('ZREM', delayed, c.eid)
+    return 'not_delayed_cleaned'
+  end
+  if num(core.delay_until) > now then
+    return 'not_yet_due'
+  end
+  to_runnable(core, 'eligible_now', 'waiting_for_worker', '', core.attempt_state, now)
+  core.delay_until = nil
+  redis.call('ZREM', lane_key(c, core, 'delayed'), c.eid)
+  add_eligible(c, core)
+  put_core(c, core)
+  return 'promoted'
+end
+
+-- ff_promote_delayed (§6.19). ARGV[5]: lane.
+local function promote_delayed(keys, args)
+  local c = ctx_of(keys, args)
+  return { promote(c, args[5], c.now) }
+end
+
+local BLOCK_TARGETS = {
+  waiting_for_budget = { 'blocked_by_budget', 'blocked:budget' },
+  waiting_for_quota = { 'blocked_by_quota', 'blocked:quota' },
+  waiting_for_capable_worker = { 'blocked_by_route', 'blocked:route' },
+  paused_by_operator = { 'blocked_by_operator', 'blocked:operator' },
+  paused_by_policy = { 'blocked_by_lane_state', nil },
+}
+
+-- ff_block_execution_for_admission (§6.26). ARGV[5…]: reason, detail.
+local function block_execution(keys, args)
+  local c = ctx_of(keys, args)
+  local now = c.now
+  local core = must_load(c)
+  if core.lifecycle_phase == 'terminal' then
+    error(not_active(core))
+  end
+  if core.lifecycle_phase ~= 'runnable' then
+    error(reject('execution_not_eligible'))
+  end
+  local target = BLOCK_TARGETS[args[5]]
+  if target == nil then
+    error(reject('invalid_blocking_reason', args[5]))
+  end
+  local attempt_state = core.attempt_state
+  if attempt_state == 'none' then
+    attempt_state = 'pending_first_attempt'
+  end
+  remove_from_runnable_indexes(c, core)
+  to_runnable(core, target[1], args[5], args[6], attempt_state, now)
+  -- The stored public state is `rate_limited` for every admission block (spec 01 §4.2).
+  core.public_state = 'rate_limited'
+  if target[2] then
+    redis.call('ZADD', lane_key(c, core, target[2]), fmt(now), c.eid)
+  end
+  put_core(c, core)
+  return { 'ok' }
+end
+
+local UNBLOCK_SOURCES = {
+  blocked_by_budget = 'blocked:budget',
+  blocked_by_quota = 'blocked:quota',
+  blocked_by_route = 'blocked:route',
+  blocked_by_operator = 'blocked:operator',
+}
+
+-- ff_unblock_execution (§6.25). ARGV[5]: expected reason ("" any).
+local function unblock_execution(keys, args)
+  local c = ctx_of(keys, args)
+  local now = c.now
+  local core = must_load(c)
+  if core.lifecycle_phase ~= 'runnable' then
+    error(reject('execution_not_eligible'))
+  end
+  local source = UNBLOCK_SOURCES[core.eligibility_state]
+  if source == nil then
+    error(reject('execution_not_eligible'))
+  end
+  if args[5] ~= '' and args[5] ~= core.blocking_reason then
+    error(reject('execution_not_eligible'))
+  end
+  local attempt_state = core.attempt_state
+  if attempt_state == 'none' then
+    attempt_state = 'pending_first_attempt'
+  end
+  to_runnable(core, 'eligible_now', 'waiting_for_worker', '', attempt_state, now)
+  redis.call('ZREM', lane_key(c, core, source), c.eid)
+  add_eligible(c, core)
+  put_core(c, core)
+  return { 'ok' }
+end
+
+-- The partition convention: KEYS[1] = the partition's all_executions index,
+-- ARGV[1] = now, ARGV[2] = prefix, ARGV[3] = tag, ARGV[4…] = arguments.
+local function partition_ctx(keys, args)
+  local p = { now = now_ms(args[1]), prefix = args[2], tag = args[3] }
+  p.idx = function(suffix)
+    return p.prefix .. 'ff:idx:' .. p.tag .. ':' .. suffix
+  end
+  if p.idx('all_executions') ~= keys[1] then
+    error(reject('invalid_args', 'KEYS[1] is not the all_executions key of ARGV[3]'))
+  end
+  return p
+end
+
+local function due_members(key, now, batch)
+  return redis.call('ZRANGEBYSCORE', key, '-inf', fmt(now), 'LIMIT', 0, batch)
+end
+
+-- One bounded scanner pass over a partition (spec 01 §6.13, §6.19, §6.9).
+-- ARGV[4…]: scanner kind, batch. Replies {examined, acted}.
+local function run_scanner(keys, args)
+  local p = partition_ctx(keys, args)
+  local now, kind, batch = p.now, args[4], tonumber(args[5])
+  local examined, acted = 0, 0
+  local function for_due(key, act)
+    for _, eid in ipairs(due_members(key, now, batch)) do
+      examined = examined + 1
+      if act(ctx_make(p.prefix, p.tag, eid, now)) then
+        acted = acted + 1
+      end
+    end
+  end
+  if kind == 'lease_expiry' then
+    for_due(p.idx('lease_expiry'), function(c) return mark_if_due(c, now) == 'marked_expired' end)
+  elseif kind == 'delayed_promoter' then
+    local lanes = redis.call('ZRANGE', p.prefix .. 'ff:idx:lanes', 0, LANES_PER_PASS_MAX - 1)
+    for _, lane in ipairs(lanes) do
+      for_due(p.idx('lane:' .. lane .. ':delayed'), function(c) return promote(c, lane, now) == 'promoted' end)
+    end
+  elseif kind == 'attempt_timeout' or kind == 'execution_deadline' then
+    for_due(p.idx(kind), function(c)
+      local key = c.core
+      local reply = expire_execution({ key }, { fmt(now), p.prefix, p.tag, c.eid, kind })
+      return reply[1] == 'expired'
+    end)
+  elseif kind == 'suspension_timeout' or kind == 'pending_waitpoint_expiry' then
+    -- Suspension is not in this library yet: nothing can populate these indexes,
+    -- and a due entry (written by another client) is refused rather than skipped.
+    if #due_members(p.idx(kind), now, 1) > 0 then
+      error(reject('unavailable', 'run_scanner ' .. kind))
+    end
+  else
+    error(reject('unavailable', 'run_scanner ' .. kind))
+  end
+  return { fmt(examined), fmt(acted) }
+end
+
+redis.register_function{function_name = 'ff_issue_claim_grant', flags = {},
+  callback = function(k, a) return guard(issue_claim_grant, k, a) end}
+redis.register_function{function_name = 'ff_issue_reclaim_grant', flags = {},
+  callback = function(k, a) return guard(issue_reclaim_grant, k, a) end}
+redis.register_function{function_name = 'ff_change_priority', flags = {},
+  callback = function(k, a) return guard(change_priority, k, a) end}
+redis.register_function{function_name = 'ff_update_progress', flags = {},
+  callback = function(k, a) return guard(update_progress, k, a) end}
+redis.register_function{function_name = 'ff_promote_delayed', flags = {},
+  callback = function(k, a) return guard(promote_delayed, k, a) end}
+redis.register_function{function_name = 'ff_block_execution_for_admission', flags = {},
+  callback = function(k, a) return guard(block_execution, k, a) end}
+redis.register_function{function_name = 'ff_unblock_execution', flags = {},
+  callback = function(k, a) return guard(unblock_execution, k, a) end}
+redis.register_function{function_name = 'ff_run_scanner', flags = {},
+  callback = function(k, a) return guard(run_scanner, k, a) end}
