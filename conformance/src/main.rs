@@ -35,7 +35,14 @@ fn factory_for(spec: &str) -> Result<Arc<dyn Factory>, String> {
             std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
             Ok(Arc::new(SqliteFactory { dir, next: AtomicU64::new(0) }) as Arc<dyn Factory>)
         }
-        s if s.starts_with("valkey://") => Err(format!("backend {s}: not built into this binary yet")),
+        s if s.starts_with("valkey://") => {
+            let addr = &s["valkey://".len()..];
+            let (host, port) = addr
+                .rsplit_once(':')
+                .and_then(|(h, p)| Some((h.trim_matches(['[', ']']).to_owned(), p.parse::<u16>().ok()?)))
+                .ok_or_else(|| format!("backend {s}: expected valkey://HOST:PORT"))?;
+            Ok(Arc::new(ValkeyFactory { host, port, next: AtomicU64::new(0) }) as Arc<dyn Factory>)
+        }
         other => Err(format!("unknown backend {other:?} (memory | sqlite:DIR | valkey://HOST:PORT)")),
     }
 }
@@ -54,6 +61,49 @@ impl Factory for SqliteFactory {
     }
 }
 
+/// A fresh key prefix on one Valkey server per case, on a simulated clock.
+struct ValkeyFactory {
+    host: String,
+    port: u16,
+    next: AtomicU64,
+}
+
+impl ValkeyFactory {
+    fn config(&self, n: u64) -> ff_backend_valkey::ValkeyConfig {
+        ff_backend_valkey::ValkeyConfig {
+            host: self.host.clone(),
+            port: self.port,
+            key_prefix: format!("kit-{}-{n}:", std::process::id()),
+            partitions: ff_core::PartitionConfig { num_flow_partitions: 8, ..Default::default() },
+            clock: Some(ff_core::SimClock::default()),
+        }
+    }
+}
+
+impl Factory for ValkeyFactory {
+    fn make(&self) -> ff_conformance::BoxFuture<Fixture> {
+        let cfg = self.config(self.next.fetch_add(1, Ordering::Relaxed));
+        Box::pin(async move {
+            let (host, port) = (cfg.host.clone(), cfg.port);
+            match ff_backend_valkey::ValkeyBackend::connect(cfg).await {
+                Ok(b) => Fixture::new(Arc::new(b)),
+                Err(e) => panic!("cannot connect to valkey://{host}:{port}: {e}"),
+            }
+        })
+    }
+}
+
+/// Connects once before the run, so an unreachable server is one clear error.
+fn preflight(spec: &str, factory: &Arc<dyn Factory>, rt: &tokio::runtime::Runtime) -> Result<(), String> {
+    if !spec.starts_with("valkey://") {
+        return Ok(());
+    }
+    let f = factory.clone();
+    rt.block_on(async move { tokio::spawn(async move { f.make().await }).await })
+        .map(|_| ())
+        .map_err(|_| format!("backend {spec}: cannot connect (is the server running? scripts/valkey.sh start)"))
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let factory = match factory_for(&cli.backend) {
@@ -70,6 +120,10 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if let Err(e) = preflight(&cli.backend, &factory, &rt) {
+        eprintln!("ff-conformance: {e}");
+        return ExitCode::from(2);
+    }
     let options = Options { seed: cli.seed, cases: cli.cases, groups: Vec::new() };
     let bar = ProgressBar::new(0);
     bar.set_style(
