@@ -628,6 +628,36 @@ async fn any_of_and_quorum_groups(ctx: Ctx) {
     assert_invariants(&f.h, &ctx).await;
 }
 
+/// `evaluate_flow_eligibility` (spec 03 §2.3.11): first match wins; a satisfied
+/// quorum child reads `eligible` (docs/DECISIONS.md, the reference reads only the
+/// all-of counters and answers `blocked_by_dependencies`).
+async fn flow_eligibility_reads(ctx: Ctx) {
+    let mut f = FlowHarness::new(&ctx.fixture).await;
+    let b = f.h.b.clone();
+    f.members(&["up", "child", "free", "q1", "q2", "quo"]).await;
+    let quorum = EdgeDependencyPolicy::Quorum { k: 1, on_satisfied: OnSatisfied::LetRun };
+    f.policy("quo", quorum).await.expect("policy");
+    f.link("up", "child").await;
+    f.link("q1", "quo").await;
+    f.link("q2", "quo").await;
+    let eval = |id: ExecutionId| {
+        let b = b.clone();
+        async move { b.evaluate_flow_eligibility(&id).await.expect("evaluate") }
+    };
+    assert_eq!(eval(missing_on_partition_0()).await, FlowEligibility::NotFound);
+    assert_eq!(eval(f.id("child")).await, FlowEligibility::BlockedByDependencies);
+    assert_eq!(eval(f.id("free")).await, FlowEligibility::Eligible, "no dependencies at all");
+    assert_eq!(eval(f.id("quo")).await, FlowEligibility::BlockedByDependencies);
+    f.h.grant_claim("up", "w1").await;
+    assert_eq!(eval(f.id("up")).await, FlowEligibility::NotRunnable, "active");
+    f.h.complete("up").await.expect("complete");
+    assert_eq!(eval(f.id("up")).await, FlowEligibility::NotRunnable, "terminal: the phase check comes first");
+    assert_eq!(eval(f.id("child")).await, FlowEligibility::Eligible);
+    f.run_ok("q1").await;
+    assert_eq!(eval(f.id("quo")).await, FlowEligibility::Eligible, "quorum satisfied");
+    assert_invariants(&f.h, &ctx).await;
+}
+
 /// Quorum `k` above the applied edge count can never be satisfied: spec 03 §2.3.8
 /// step 5 (`failed + skipped > n - k`, signed) makes it impossible at its first resolution.
 async fn quorum_above_edge_count_is_impossible(ctx: Ctx) {
@@ -1259,6 +1289,7 @@ pub fn cases() -> Vec<Case> {
         case!(g, completion_cascade_all_of),
         case!(g, any_of_and_quorum_groups),
         case!(g, quorum_above_edge_count_is_impossible),
+        case!(g, flow_eligibility_reads),
         case!(g, cancel_remaining_cancels_siblings),
         case!(g, cancel_flow_header_codes),
         case!(g, cancel_flow_policies_and_wait),

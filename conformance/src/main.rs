@@ -99,9 +99,9 @@ fn preflight(spec: &str, factory: &Arc<dyn Factory>, rt: &tokio::runtime::Runtim
         return Ok(());
     }
     let f = factory.clone();
-    rt.block_on(async move { tokio::spawn(async move { f.make().await }).await })
-        .map(|_| ())
-        .map_err(|_| format!("backend {spec}: cannot connect (is the server running? scripts/valkey.sh start)"))
+    rt.block_on(async move { tokio::spawn(async move { f.make().await }).await }).map(|_| ()).map_err(|_| {
+        format!("backend {spec}: cannot connect (is the server running? scripts/valkey.sh start)")
+    })
 }
 
 fn main() -> ExitCode {

@@ -547,6 +547,13 @@ impl EngineBackend for Tamper {
         self.inner.describe_flow(flow_id).await
     }
 
+    async fn evaluate_flow_eligibility(
+        &self,
+        execution_id: &ExecutionId,
+    ) -> Result<FlowEligibility, EngineError> {
+        self.inner.evaluate_flow_eligibility(execution_id).await
+    }
+
     async fn create_budget(&self, args: CreateBudgetArgs) -> Result<CreateBudgetOutcome, EngineError> {
         self.inner.create_budget(args).await
     }

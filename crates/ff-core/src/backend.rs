@@ -352,6 +352,15 @@ pub trait EngineBackend: Send + Sync + 'static {
     /// The read model of a flow (spec 03 §2.8).
     async fn describe_flow(&self, flow_id: &FlowId) -> Result<Option<FlowSnapshot>, EngineError>;
 
+    /// Whether a flow member may run now (spec 03 §2.3.11); backends without it answer `Unavailable`.
+    async fn evaluate_flow_eligibility(
+        &self,
+        execution_id: &ExecutionId,
+    ) -> Result<FlowEligibility, EngineError> {
+        let _ = execution_id;
+        Err(EngineError::Unavailable { op: "evaluate_flow_eligibility" })
+    }
+
     // ------------------------------------------------------------ budgets and quotas
 
     /// Creates a budget (spec 03 §3.2.1).

@@ -169,6 +169,42 @@ impl EdgeDependencyPolicy {
     }
 }
 
+/// Whether a flow member may run now (spec 03 §2.3.11), first match wins.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum FlowEligibility {
+    /// No such execution.
+    NotFound,
+    /// Not in the runnable phase (terminal executions included).
+    NotRunnable,
+    /// Runnable but owned.
+    Owned,
+    /// Carries a terminal outcome.
+    Terminal,
+    /// Its dependencies can no longer be satisfied.
+    Impossible,
+    /// Waiting for dependencies.
+    BlockedByDependencies,
+    /// Free to run as far as dependencies go.
+    Eligible,
+}
+
+impl FlowEligibility {
+    /// The wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::NotFound => "not_found",
+            Self::NotRunnable => "not_runnable",
+            Self::Owned => "owned",
+            Self::Terminal => "terminal",
+            Self::Impossible => "impossible",
+            Self::BlockedByDependencies => "blocked_by_dependencies",
+            Self::Eligible => "eligible",
+        }
+    }
+}
+
 /// State of an edge group.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

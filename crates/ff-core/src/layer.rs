@@ -551,6 +551,14 @@ impl<L: Layer> EngineBackend for Layered<L> {
         self.layer.around(call, Box::pin(self.inner.describe_flow(flow_id))).await
     }
 
+    async fn evaluate_flow_eligibility(
+        &self,
+        execution_id: &ExecutionId,
+    ) -> Result<FlowEligibility, EngineError> {
+        let call = Call::for_execution("evaluate_flow_eligibility", execution_id);
+        self.layer.around(call, Box::pin(self.inner.evaluate_flow_eligibility(execution_id))).await
+    }
+
     async fn create_budget(&self, args: CreateBudgetArgs) -> Result<CreateBudgetOutcome, EngineError> {
         let call = Call::new("create_budget");
         self.layer.around(call, Box::pin(self.inner.create_budget(args))).await

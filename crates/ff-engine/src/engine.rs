@@ -468,6 +468,14 @@ impl<R: StoreRunner> EngineBackend for Engine<R> {
         self.with_store(move |s, _| flow::describe_flow(s, &f)).await
     }
 
+    async fn evaluate_flow_eligibility(
+        &self,
+        execution_id: &ExecutionId,
+    ) -> Result<FlowEligibility, EngineError> {
+        let id = execution_id.clone();
+        self.with_store(move |s, _| flow::evaluate_flow_eligibility(s, &id)).await
+    }
+
     async fn create_budget(&self, args: CreateBudgetArgs) -> Result<CreateBudgetOutcome, EngineError> {
         self.with_store(move |s, now| admission::create_budget(s, now, &args)).await
     }

@@ -1030,3 +1030,39 @@ pub fn reopen_skipped_member(store: &mut dyn Store, now: TimestampMs, eid: &Exec
     }
     Ok(unsatisfied)
 }
+
+/// `ff_evaluate_flow_eligibility` (spec 03 §2.3.11). For a child gated by an
+/// any-of or quorum group the group's decision is read, so a satisfied quorum
+/// child reports `eligible` (the reference reads only the all-of counters).
+pub fn evaluate_flow_eligibility(store: &dyn Store, eid: &ExecutionId) -> StoreResult<FlowEligibility> {
+    let Some(core) = store.get_exec(eid)? else { return Ok(FlowEligibility::NotFound) };
+    let s = &core.state;
+    if s.lifecycle_phase != LifecyclePhase::Runnable {
+        return Ok(FlowEligibility::NotRunnable);
+    }
+    if s.ownership_state != OwnershipState::Unowned {
+        return Ok(FlowEligibility::Owned);
+    }
+    if s.terminal_outcome != TerminalOutcome::None {
+        return Ok(FlowEligibility::Terminal);
+    }
+    let Some(d) = deps(store, eid)? else { return Ok(FlowEligibility::Eligible) };
+    let group = match d.flow_id {
+        Some(fid) => flow(store, &fid)?.and_then(|f| f.groups.get(eid).cloned()),
+        None => None,
+    };
+    if let Some(g) = group.filter(|g| g.policy != EdgeDependencyPolicy::AllOf) {
+        return Ok(match g.state {
+            GroupState::Satisfied => FlowEligibility::Eligible,
+            GroupState::Impossible => FlowEligibility::Impossible,
+            GroupState::Pending => FlowEligibility::BlockedByDependencies,
+        });
+    }
+    Ok(if d.impossible_required_count > 0 {
+        FlowEligibility::Impossible
+    } else if d.unsatisfied_required_count > 0 {
+        FlowEligibility::BlockedByDependencies
+    } else {
+        FlowEligibility::Eligible
+    })
+}
