@@ -655,6 +655,14 @@ async fn flow_eligibility_reads(ctx: Ctx) {
     assert_eq!(eval(f.id("child")).await, FlowEligibility::Eligible);
     f.run_ok("q1").await;
     assert_eq!(eval(f.id("quo")).await, FlowEligibility::Eligible, "quorum satisfied");
+    // The flow summary counts every member and derives the flow state from them.
+    let summary = f.snapshot().await.summary;
+    assert_eq!(summary.total_members, 6);
+    assert_eq!(summary.members_by_state.get("completed"), Some(&2));
+    assert_eq!(summary.members_by_state.get("waiting"), Some(&4));
+    assert_eq!(summary.derived_state, "open");
+    f.h.grant_claim("free", "w1").await;
+    assert_eq!(f.snapshot().await.summary.derived_state, "running");
     assert_invariants(&f.h, &ctx).await;
 }
 

@@ -358,4 +358,66 @@ pub struct FlowSnapshot {
     pub tags: BTreeMap<String, String>,
     /// One entry per member with inbound edges.
     pub edge_groups: Vec<EdgeGroupSnapshot>,
+    /// Member counts and the state derived from them, computed on read.
+    #[serde(default)]
+    pub summary: FlowSummary,
+}
+
+/// Member counts by public state and the flow state derived from them (spec 03
+/// §7.3.5 steps 4–5, over every member rather than a sample).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FlowSummary {
+    /// Members.
+    pub total_members: u64,
+    /// Members per public state (`unknown` for a member whose execution is gone).
+    pub members_by_state: BTreeMap<String, u64>,
+    /// `completed`, `failed`, `running`, `blocked` or `open`.
+    pub derived_state: String,
+}
+
+impl FlowSummary {
+    /// Counts `states` and derives the flow state: all terminal → `failed` if any
+    /// failed, cancelled or expired, else `completed`; any active → `running`; any
+    /// suspended, delayed, rate-limited or waiting for children → `blocked`; else `open`.
+    pub fn derive<'a>(states: impl IntoIterator<Item = &'a str>) -> Self {
+        let mut by_state: BTreeMap<String, u64> = BTreeMap::new();
+        for s in states {
+            *by_state.entry(s.to_owned()).or_insert(0) += 1;
+        }
+        let total: u64 = by_state.values().sum();
+        let count =
+            |names: &[&str]| names.iter().map(|n| by_state.get(*n).copied().unwrap_or(0)).sum::<u64>();
+        let bad = count(&["failed", "cancelled", "expired"]);
+        let terminal = bad + count(&["completed", "skipped"]);
+        let derived = if total > 0 && terminal == total {
+            if bad > 0 { "failed" } else { "completed" }
+        } else if count(&["active"]) > 0 {
+            "running"
+        } else if count(&["suspended", "delayed", "rate_limited", "waiting_children"]) > 0 {
+            "blocked"
+        } else {
+            "open"
+        };
+        Self { total_members: total, members_by_state: by_state, derived_state: derived.to_owned() }
+    }
+}
+
+#[cfg(test)]
+mod summary_tests {
+    use super::FlowSummary;
+
+    #[test]
+    fn derived_state_follows_the_projector_rules() {
+        let d = |s: &[&str]| FlowSummary::derive(s.iter().copied()).derived_state;
+        assert_eq!(d(&[]), "open");
+        assert_eq!(d(&["completed", "skipped"]), "completed");
+        assert_eq!(d(&["completed", "cancelled"]), "failed");
+        assert_eq!(d(&["completed", "expired", "skipped"]), "failed");
+        assert_eq!(d(&["active", "suspended", "waiting"]), "running");
+        assert_eq!(d(&["waiting_children", "waiting"]), "blocked");
+        assert_eq!(d(&["waiting", "completed"]), "open");
+        assert_eq!(d(&["unknown", "completed"]), "open", "a vanished member is not terminal");
+        let s = FlowSummary::derive(["waiting", "waiting", "active"]);
+        assert_eq!((s.total_members, s.members_by_state.get("waiting").copied()), (3, Some(2)));
+    }
 }

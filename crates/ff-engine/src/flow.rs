@@ -797,6 +797,11 @@ pub fn describe_flow(store: &mut dyn Store, flow_id: &FlowId) -> StoreResult<Opt
             }
         })
         .collect();
+    let mut states = Vec::with_capacity(f.members.len());
+    for m in &f.members {
+        states.push(store.get_exec(m)?.map_or("unknown", |c| c.state.public_state.as_str()));
+    }
+    let summary = FlowSummary::derive(states);
     Ok(Some(FlowSnapshot {
         flow_id: f.flow_id,
         flow_kind: f.flow_kind,
@@ -812,6 +817,7 @@ pub fn describe_flow(store: &mut dyn Store, flow_id: &FlowId) -> StoreResult<Opt
         cancellation_policy: f.cancellation_policy,
         tags: f.tags,
         edge_groups,
+        summary,
     }))
 }
 
