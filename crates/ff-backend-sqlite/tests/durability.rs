@@ -52,6 +52,8 @@ fn sigkill_at_random_points_loses_nothing_acknowledged() {
     let mut rng = seed;
     let mut created = Vec::new();
     let mut completed = Vec::new();
+    let mut suspended = Vec::new();
+    let mut signalled = Vec::new();
     for run in 0..24u64 {
         let lines_before_kill = 1 + next(&mut rng) % 120;
         let mut child = Command::new(env!("CARGO_BIN_EXE_ff-sqlite-load"))
@@ -69,6 +71,8 @@ fn sigkill_at_random_points_loses_nothing_acknowledged() {
             match (parts.next(), parts.next()) {
                 (Some("created"), Some(id)) => created.push(id.to_owned()),
                 (Some("completed"), Some(id)) => completed.push(id.to_owned()),
+                (Some("suspended"), Some(id)) => suspended.push(id.to_owned()),
+                (Some("signalled"), Some(id)) => signalled.push(id.to_owned()),
                 _ => {}
             }
             seen += 1;
@@ -79,8 +83,10 @@ fn sigkill_at_random_points_loses_nothing_acknowledged() {
         child.kill().expect("SIGKILL the child");
         let _ = child.wait();
         check_after_crash(&path, &created, &completed, seed, run);
+        check_signals_after_crash(&path, &suspended, &signalled, seed, run);
     }
     assert!(completed.len() > 20, "the load made too little progress to test anything: {completed:?}");
+    assert!(!signalled.is_empty(), "no signal was ever acknowledged: the signal load did not run");
 }
 
 fn check_after_crash(path: &std::path::Path, created: &[String], completed: &[String], seed: u64, run: u64) {
@@ -107,6 +113,40 @@ fn check_after_crash(path: &std::path::Path, created: &[String], completed: &[St
             );
             let result = b.get_execution_result(&id).await.expect("result");
             assert!(result.is_some(), "seed {seed} run {run}: result of {id} lost");
+        }
+    });
+}
+
+/// An acknowledged suspend stays suspended (or resumed, when its signal committed
+/// unacknowledged); an acknowledged signal has resumed its execution.
+fn check_signals_after_crash(
+    path: &std::path::Path,
+    suspended: &[String],
+    signalled: &[String],
+    seed: u64,
+    run: u64,
+) {
+    let b = match open(path, options()) {
+        Ok(b) => b,
+        Err(e) => panic!("seed {seed} run {run}: reopen failed: {e}"),
+    };
+    rt().block_on(async {
+        for id in suspended {
+            let id = ExecutionId::parse(id).expect("acked id parses");
+            let state = b.read_execution_state(&id).await.expect("read state");
+            assert!(
+                matches!(state, Some(PublicState::Suspended | PublicState::Waiting)),
+                "seed {seed} run {run}: acknowledged suspend of {id} lost: {state:?}"
+            );
+        }
+        for id in signalled {
+            let id = ExecutionId::parse(id).expect("acked id parses");
+            let state = b.read_execution_state(&id).await.expect("read state");
+            assert_eq!(
+                state,
+                Some(PublicState::Waiting),
+                "seed {seed} run {run}: acknowledged signal to {id} lost"
+            );
         }
     });
 }

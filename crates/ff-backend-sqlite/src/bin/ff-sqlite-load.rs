@@ -1,6 +1,7 @@
-//! `ff-sqlite-load`: drives create → grant → claim → complete against a
-//! database file and prints one line per acknowledged operation, so a crash
-//! test can kill it at any point and check that nothing acknowledged was lost.
+//! `ff-sqlite-load`: drives create → grant → claim → complete (and, for every
+//! third execution, suspend → signal instead of complete) against a database
+//! file and prints one line per acknowledged operation, so a crash test can
+//! kill it at any point and check that nothing acknowledged was lost.
 //!
 //! Usage: `ff-sqlite-load PATH RUN_ID [COUNT]`
 
@@ -10,10 +11,14 @@ use std::sync::Arc;
 
 use ff_backend_sqlite::{SqliteOptions, open};
 use ff_core::contracts::*;
+use ff_core::suspension::*;
 use ff_core::{
     AttemptId, CancelSource, EngineBackend, ExecutionId, LaneId, LeaseFence, LeaseId, PartitionConfig,
-    SystemClock, WorkerId, WorkerInstanceId,
+    SignalId, SuspensionId, SystemClock, WaitpointId, WorkerId, WorkerInstanceId,
 };
+
+/// The waitpoint HMAC secret the load seeds (64 hex digits).
+const SECRET: &str = "4c6f61642d7465737420736563726574206b657920666f722077616974706f69";
 use uuid::Uuid;
 
 fn main() -> ExitCode {
@@ -52,6 +57,8 @@ async fn drive(path: &str, run: u64, count: u64) -> Result<(), ff_core::EngineEr
         ..SqliteOptions::default()
     };
     let b = open(path, options)?;
+    // Seeding the same secret again is a no-op, so every run of the loader can do it.
+    b.seed_waitpoint_hmac_secret("k1", SECRET).await?;
     let lane = LaneId::new("load");
     let worker_id = WorkerId::new("loader");
     let inst = WorkerInstanceId::new(format!("loader-{run}"));
@@ -89,6 +96,10 @@ async fn drive(path: &str, run: u64, count: u64) -> Result<(), ff_core::EngineEr
         };
         let c = b.claim_execution(claim).await?;
         ack(format!("claimed {id} {}", c.lease_epoch));
+        if n % 3 == 2 {
+            suspend_and_signal(&b, &c, run, n).await?;
+            continue;
+        }
         let complete = CompleteExecutionArgs {
             execution_id: id.clone(),
             fence: Some(LeaseFence { lease_id, lease_epoch: c.lease_epoch, attempt_id }),
@@ -98,5 +109,52 @@ async fn drive(path: &str, run: u64, count: u64) -> Result<(), ff_core::EngineEr
         b.complete_execution(complete).await?;
         ack(format!("completed {id}"));
     }
+    Ok(())
+}
+
+/// Suspends the claimed execution on a fresh waitpoint, then resumes it with a signal.
+async fn suspend_and_signal(
+    b: &ff_backend_sqlite::SqliteBackend,
+    c: &ClaimedExecution,
+    run: u64,
+    n: u64,
+) -> Result<(), ff_core::EngineError> {
+    let id = &c.execution_id;
+    let wp = WaitpointId::from_uuid(Uuid::from_u64_pair(run ^ 0x77, n));
+    let binding = WaitpointBinding::Fresh { waitpoint_id: wp, waitpoint_key: "k".into() };
+    let condition =
+        ResumeCondition::Single { waitpoint_key: "k".into(), matcher: SignalMatcher::ByName("go".into()) };
+    let args = SuspendArgs::new(
+        SuspensionId::from_uuid(Uuid::from_u64_pair(run ^ 0x55, n)),
+        binding,
+        condition,
+        SuspensionReasonCode::WaitingForSignal,
+    );
+    let SuspendOutcome::Suspended { details, .. } = b.suspend(&c.handle, args).await? else {
+        return Err(ff_core::EngineError::invalid_input(format!("{id}: suspend did not suspend")));
+    };
+    ack(format!("suspended {id}"));
+    let signal_id = SignalId::from_uuid(Uuid::from_u64_pair(run ^ 0x33, n));
+    let signal = DeliverSignalArgs {
+        execution_id: id.clone(),
+        waitpoint_id: wp,
+        signal_id,
+        signal_name: "go".into(),
+        signal_category: String::new(),
+        source_type: "load".into(),
+        source_identity: "ff-sqlite-load".into(),
+        payload: None,
+        payload_encoding: None,
+        correlation_id: None,
+        idempotency_key: None,
+        created_at: None,
+        dedup_ttl_ms: None,
+        resume_delay_ms: None,
+        max_signals_per_execution: None,
+        signal_maxlen: None,
+        waitpoint_token: details.primary.waitpoint_token,
+    };
+    b.deliver_signal(signal).await?;
+    ack(format!("signalled {id}"));
     Ok(())
 }
