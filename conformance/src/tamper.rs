@@ -30,6 +30,9 @@ pub enum TamperMode {
     DoubleDelivery,
     /// Grants regardless of the worker's capabilities.
     IgnoreCapabilities,
+    /// Answers a usage report past a hard limit as accepted, and reports the
+    /// budget's usage as zero, so admission never sees the breach.
+    IgnoreHardBudget,
 }
 
 /// A backend with one injected defect.
@@ -559,7 +562,12 @@ impl EngineBackend for Tamper {
     }
 
     async fn report_usage_and_check(&self, args: ReportUsageArgs) -> Result<ReportUsageResult, EngineError> {
-        self.inner.report_usage_and_check(args).await
+        match self.inner.report_usage_and_check(args).await {
+            Ok(ReportUsageResult::HardBreach { .. }) if self.mode == TamperMode::IgnoreHardBudget => {
+                Ok(ReportUsageResult::Ok)
+            }
+            other => other,
+        }
     }
 
     async fn record_spend(&self, args: RecordSpendArgs) -> Result<ReportUsageResult, EngineError> {
@@ -579,7 +587,11 @@ impl EngineBackend for Tamper {
     }
 
     async fn get_budget_status(&self, budget_id: &BudgetId) -> Result<BudgetStatus, EngineError> {
-        self.inner.get_budget_status(budget_id).await
+        let mut status = self.inner.get_budget_status(budget_id).await?;
+        if self.mode == TamperMode::IgnoreHardBudget {
+            status.usage.values_mut().for_each(|used| *used = 0);
+        }
+        Ok(status)
     }
 
     async fn create_quota_policy(

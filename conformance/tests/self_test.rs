@@ -63,6 +63,14 @@ fn a_backend_that_ignores_capabilities_is_caught() {
 }
 
 #[test]
+fn a_backend_that_ignores_hard_budgets_is_caught() {
+    let failed =
+        failures(TamperMode::IgnoreHardBudget, vec![Group::Golden, Group::Family(ContractFamily::Budgets)]);
+    assert!(failed.iter().any(|f| f == "budgets::report_usage_outcomes"), "{failed:?}");
+    assert!(failed.iter().any(|f| f == "golden::budget_hard_breach_during_running_attempt"), "{failed:?}");
+}
+
+#[test]
 fn the_memory_backend_passes_the_whole_kit() {
     let report = rt().block_on(run(|| async { ff_conformance::memory_fixture() }, Options::default()));
     assert_eq!(report.failed, 0, "{}", report.table());
