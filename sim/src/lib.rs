@@ -5,6 +5,10 @@
 //! replays the same run and the same trace hash.
 
 pub mod faults;
+pub mod turmoil_net;
+pub mod turmoil_sim;
+
+pub use turmoil_sim::{NetFaultRates, TurmoilConfig, TurmoilSummary, run_turmoil};
 
 use std::collections::BTreeMap;
 use std::fmt;

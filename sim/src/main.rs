@@ -9,7 +9,9 @@ use std::sync::Arc;
 use clap::{Parser, Subcommand, ValueEnum};
 use ff_core::SimClock;
 use ff_sim::faults::FaultRates;
-use ff_sim::{DeepCheck, SimConfig, Summary, partitions_of, run, run_on};
+use ff_sim::{
+    DeepCheck, NetFaultRates, SimConfig, Summary, TurmoilConfig, partitions_of, run, run_on, run_turmoil,
+};
 
 #[derive(Parser)]
 #[command(name = "ff-sim", about = "Deterministic simulation of FlowFabric workers and leases")]
@@ -66,6 +68,121 @@ enum Command {
         #[arg(long, default_value = "memory")]
         backend: String,
     },
+    /// Runs ff-server and N SDK workers as turmoil hosts over simulated TCP: a safety phase
+    /// under a seeded fault plan, then a healed liveness phase; prints the summary.
+    Turmoil {
+        /// Seed for every random choice (turmoil's included).
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Worker hosts.
+        #[arg(long, default_value_t = 4)]
+        workers: usize,
+        /// Executions to push through.
+        #[arg(long, default_value_t = 40)]
+        executions: usize,
+        /// Fault plan: none, swarm (the seed draws the rates) or partitions.
+        #[arg(long, value_enum, default_value_t = NetFaults::Swarm)]
+        faults: NetFaults,
+        /// Length of the safety phase, in simulated ms.
+        #[arg(long, default_value_t = 30_000)]
+        safety_ms: u64,
+        /// Deliberately break fencing on the server (completes skip the lease check).
+        #[arg(long)]
+        unfenced: bool,
+        /// Runs this many consecutive seeds from `--seed` (a sweep) and lists the failures.
+        #[arg(long, default_value_t = 1)]
+        runs: u64,
+    },
+}
+
+/// The arguments of `ff-sim turmoil`.
+struct TurmoilArgs {
+    seed: u64,
+    workers: usize,
+    executions: usize,
+    faults: NetFaults,
+    safety_ms: u64,
+    unfenced: bool,
+    runs: u64,
+}
+
+/// The fault plan of a turmoil run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum NetFaults {
+    /// No faults.
+    None,
+    /// The seed draws the rates (swarm testing).
+    Swarm,
+    /// Frequent partitions and holds of worker links.
+    Partitions,
+}
+
+fn turmoil_cmd(args: TurmoilArgs) -> ExitCode {
+    let runs = args.runs.max(1);
+    let mut failed = Vec::new();
+    for seed in args.seed..args.seed.saturating_add(runs) {
+        let replay = args.replay(seed);
+        match run_turmoil(args.config(seed)) {
+            Ok(summary) if runs == 1 => {
+                println!("{summary}");
+                if !summary.passed() {
+                    failed.push(replay);
+                }
+            }
+            Ok(summary) => {
+                let verdict = if summary.passed() { "ok" } else { "FAILED" };
+                println!(
+                    "seed {seed:>6} {verdict:<6} trace {:016x} fenced {:>3} reclaims {:>3}",
+                    summary.trace_hash, summary.fenced_late_ops, summary.reclaims
+                );
+                if !summary.passed() {
+                    eprintln!("{summary}");
+                    failed.push(replay);
+                }
+            }
+            Err(e) => {
+                eprintln!("ff-sim: seed {seed}: {e}");
+                failed.push(replay);
+            }
+        }
+    }
+    if failed.is_empty() {
+        return ExitCode::SUCCESS;
+    }
+    eprintln!("ff-sim: {} of {runs} runs FAILED; replay with:", failed.len());
+    for replay in failed {
+        eprintln!("  {replay}");
+    }
+    ExitCode::FAILURE
+}
+
+impl TurmoilArgs {
+    fn config(&self, seed: u64) -> TurmoilConfig {
+        let base = TurmoilConfig::default();
+        let rates = match self.faults {
+            NetFaults::None => None,
+            NetFaults::Swarm => Some(NetFaultRates::swarm(seed, base.lease_ttl_ms)),
+            NetFaults::Partitions => Some(NetFaultRates::partitions(base.lease_ttl_ms)),
+        };
+        TurmoilConfig {
+            seed,
+            workers: self.workers,
+            executions: self.executions,
+            safety_ms: self.safety_ms,
+            faults: rates,
+            unfenced: self.unfenced,
+            ..base
+        }
+    }
+
+    fn replay(&self, seed: u64) -> String {
+        let faults = format!("{:?}", self.faults).to_lowercase();
+        let unfenced = if self.unfenced { " --unfenced" } else { "" };
+        format!(
+            "ff-sim turmoil --seed {seed} --workers {} --executions {} --faults {faults} --safety-ms {}{unfenced}",
+            self.workers, self.executions, self.safety_ms
+        )
+    }
 }
 
 fn config(w: &Workload, faults: Option<FaultRates>) -> SimConfig {
@@ -104,6 +221,10 @@ async fn chaos(cfg: SimConfig, backend: &str) -> Result<Summary, String> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Command::Turmoil { seed, workers, executions, faults, safety_ms, unfenced, runs } = cli.command {
+        // Turmoil runs its own runtimes; it must not run inside another one.
+        return turmoil_cmd(TurmoilArgs { seed, workers, executions, faults, safety_ms, unfenced, runs });
+    }
     let rt = match tokio::runtime::Builder::new_current_thread().enable_time().build() {
         Ok(rt) => rt,
         Err(e) => {
@@ -123,6 +244,7 @@ fn main() -> ExitCode {
             let out = rt.block_on(chaos(cfg, &backend));
             (out, workload, format!("ff-sim chaos --backend {backend}"))
         }
+        Command::Turmoil { .. } => return ExitCode::FAILURE,
     };
     let w = &workload;
     let replay = format!(

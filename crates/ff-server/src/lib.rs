@@ -116,26 +116,13 @@ pub async fn serve_with_backend(
     backend: Arc<dyn EngineBackend>,
     listener: TcpListener,
 ) -> Result<ServerHandle, ServerError> {
-    config.validate()?;
-    seed_secret(&backend, &config.waitpoint_hmac_secret_hex).await?;
-    if config.api_token.is_none() {
-        tracing::warn!("FF_API_TOKEN is unset: the API is served without authentication");
-    }
+    let router = router_with_backend(&config, backend.clone()).await?;
     let local_addr = listener.local_addr()?;
-    let state = app::AppState {
-        backend: backend.clone(),
-        scheduler: Arc::new(Scheduler::new(backend.clone(), config.scheduler)),
-        api_token: config.api_token.as_deref().map(Arc::from),
-        hmac_grace_ms: config.waitpoint_hmac_grace_ms,
-        rotation: Arc::new(tokio::sync::Semaphore::new(1)),
-        stream_ops: Arc::new(tokio::sync::Semaphore::new(streams::STREAM_OPS_CONCURRENT_MAX as usize)),
-    };
     let scanners = match config.scanners.clone() {
         Some(scanner_config) => Some(ScannerRuntime::start(backend.clone(), scanner_config)?),
         None => None,
     };
     let (stop, stopped) = oneshot::channel::<()>();
-    let router = app::router(state);
     let serving = tokio::spawn(async move {
         axum::serve(listener, router)
             .with_graceful_shutdown(async move {
@@ -153,6 +140,30 @@ pub async fn serve_with_backend(
         scanners,
         shutdown_grace: config.shutdown_grace,
     })
+}
+
+/// The API router over a caller-built backend, without a listener or scanners, for callers
+/// that accept streams themselves (e.g. a simulated network); `config.scanners` is ignored.
+///
+/// Errors: `Config` (invalid config), `Backend` (seed failure).
+pub async fn router_with_backend(
+    config: &ServerConfig,
+    backend: Arc<dyn EngineBackend>,
+) -> Result<axum::Router, ServerError> {
+    config.validate()?;
+    seed_secret(&backend, &config.waitpoint_hmac_secret_hex).await?;
+    if config.api_token.is_none() {
+        tracing::warn!("FF_API_TOKEN is unset: the API is served without authentication");
+    }
+    let state = app::AppState {
+        backend: backend.clone(),
+        scheduler: Arc::new(Scheduler::new(backend, config.scheduler)),
+        api_token: config.api_token.as_deref().map(Arc::from),
+        hmac_grace_ms: config.waitpoint_hmac_grace_ms,
+        rotation: Arc::new(tokio::sync::Semaphore::new(1)),
+        stream_ops: Arc::new(tokio::sync::Semaphore::new(streams::STREAM_OPS_CONCURRENT_MAX as usize)),
+    };
+    Ok(app::router(state))
 }
 
 /// Installs the boot secret as kid `k1`; an existing different secret or kid is kept.
