@@ -15,7 +15,13 @@
 -- (see `fail`).
 
 local PRIORITY_SCORE_STEP_MS = 1000000000000
+
+-- The flow family's helpers, filled in by flow.lua (declared here so the terminal
+-- transitions can run the completion cascade).
+local FL = {}
 local LEASE_HISTORY_LEN_MAX = 1000
+-- Completion events kept in the feed (as the memory backend's).
+local COMPLETIONS_LEN_MAX = 100000
 
 -- Every exec_core field (spec 01 §3.6); absent means "none".
 local CORE_FIELDS = {
@@ -116,6 +122,19 @@ local function ctx_of(keys, args)
     error(reject('invalid_args', 'KEYS[1] is not the exec_core key of ARGV[4]'))
   end
   return c
+end
+
+-- The partition convention: KEYS[1] = the partition's all_executions index,
+-- ARGV[1] = now, ARGV[2] = prefix, ARGV[3] = tag, ARGV[4…] = arguments.
+local function partition_ctx(keys, args)
+  local p = { now = now_ms(args[1]), prefix = args[2], tag = args[3] }
+  p.idx = function(suffix)
+    return p.prefix .. 'ff:idx:' .. p.tag .. ':' .. suffix
+  end
+  if p.idx('all_executions') ~= keys[1] then
+    error(reject('invalid_args', 'KEYS[1] is not the all_executions key of ARGV[3]'))
+  end
+  return p
 end
 
 -- Reads the exec_core hash into a table, or nil when absent.
@@ -463,13 +482,30 @@ local function check_grant(c, worker_id, now)
   end
 end
 
--- Publishes a completion for flow members (spec 01 §5.5).
-local function publish_if_flow(c, core, outcome, now)
+-- Appends a completion event to the feed (spec 01 §5.5).
+local function publish_completion(c, flow_id, outcome, now)
+  local feed = c.prefix .. 'ff:completions'
+  local seq = redis.call('INCR', feed .. ':seq')
+  redis.call('RPUSH', feed, cjson.encode({
+    event_id = fmt(seq), execution_id = c.eid, flow_id = flow_id, outcome = outcome, ts = fmt(now),
+  }))
+  redis.call('LTRIM', feed, -COMPLETIONS_LEN_MAX, -1)
+end
+
+-- For a flow member that just became terminal: publishes its completion (unless
+-- `publish` is false) and runs the completion cascade in the same call (spec 03 §2.5),
+-- after writing the core, since the cascade reads the upstream's stored state.
+local function cascade_if_flow(c, core, outcome, now, publish)
   if core.flow_id and core.flow_id ~= '' then
-    local feed = c.prefix .. 'ff:completions'
-    local seq = redis.call('INCR', feed .. ':seq')
-    redis.call('RPUSH', feed, cjson.encode({
-      event_id = fmt(seq), execution_id = c.eid, flow_id = core.flow_id, outcome = outcome, ts = fmt(now),
-    }))
+    if publish then
+      publish_completion(c, core.flow_id, outcome, now)
+    end
+    put_core(c, core)
+    FL.cascade(c, now)
   end
+end
+
+-- Publishes a completion for flow members and cascades (spec 01 §5.5, spec 03 §2.5).
+local function publish_if_flow(c, core, outcome, now)
+  cascade_if_flow(c, core, outcome, now, true)
 end

@@ -45,6 +45,9 @@ local function cancel_execution(keys, args)
       'attempt_index', s(core.current_attempt_index), 'reason', 'cancelled',
     })
   end
+  if phase == 'suspended' then
+    SP.close_for_terminal(c, 'cancelled', 'cancelled', now)
+  end
   remove_everywhere(c, core)
   local attempt_state = core.attempt_state
   if core.current_attempt_index or ended then
@@ -62,7 +65,8 @@ local function cancel_execution(keys, args)
   core.current_suspension_id = nil
   core.current_waitpoint_id = nil
   redis.call('ZADD', lane_key(c, core, 'terminal'), fmt(now), c.eid)
-  publish_if_flow(c, core, 'cancelled', now)
+  -- A cascade cancel (of a flow sibling) is not published, but its children resolve.
+  cascade_if_flow(c, core, 'cancelled', now, args[6] ~= 'flow_cascade')
   put_core(c, core)
   return { 'cancelled', phase }
 end
@@ -125,6 +129,8 @@ local function reclaim_over_cap(c, core, reclaimer, now)
   core.current_worker_instance_id = nil
   enter_terminal_index(c, core, now)
   put_core(c, core)
+  -- No publication (reference), but the children are still resolved.
+  cascade_if_flow(c, core, 'failed', now, false)
 end
 
 -- Reclaims onto a new attempt and lease (§6.8 effects).
@@ -215,6 +221,9 @@ local function expire_execution(keys, args)
       'attempt_index', s(core.current_attempt_index), 'reason', 'expired:' .. reason,
     })
   end
+  if from == 'suspended' then
+    SP.close_for_expiry(c, reason, now)
+  end
   remove_everywhere(c, core)
   local attempt_state = core.attempt_state
   if core.current_attempt_index then
@@ -264,8 +273,9 @@ local function replay_execution(keys, args)
   redis.call('ZREM', lane_key(c, core, 'terminal'), c.eid)
   local replay_type = 'normal'
   if skipped_member then
-    to_runnable(core, 'blocked_by_dependencies', 'waiting_for_children', '0 dep(s) unsatisfied after replay',
-      'pending_replay_attempt', now)
+    local unsatisfied = FL.reopen_skipped_member(c, now)
+    to_runnable(core, 'blocked_by_dependencies', 'waiting_for_children',
+      fmt(unsatisfied) .. ' dep(s) unsatisfied after replay', 'pending_replay_attempt', now)
     redis.call('ZADD', lane_key(c, core, 'blocked:dependencies'), core.created_at, c.eid)
     replay_type = 'skipped_flow_member'
   else

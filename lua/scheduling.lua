@@ -250,21 +250,80 @@ local function unblock_execution(keys, args)
   return { 'ok' }
 end
 
--- The partition convention: KEYS[1] = the partition's all_executions index,
--- ARGV[1] = now, ARGV[2] = prefix, ARGV[3] = tag, ARGV[4…] = arguments.
-local function partition_ctx(keys, args)
-  local p = { now = now_ms(args[1]), prefix = args[2], tag = args[3] }
-  p.idx = function(suffix)
-    return p.prefix .. 'ff:idx:' .. p.tag .. ':' .. suffix
-  end
-  if p.idx('all_executions') ~= keys[1] then
-    error(reject('invalid_args', 'KEYS[1] is not the all_executions key of ARGV[3]'))
-  end
-  return p
-end
-
 local function due_members(key, now, batch)
   return redis.call('ZRANGEBYSCORE', key, '-inf', fmt(now), 'LIMIT', 0, batch)
+end
+
+-- How long a terminal execution is kept by default, in ms (spec 03 §7.3.10).
+local RETENTION_DEFAULT_MS = 86400000
+
+-- The execution's retention: the default, or a longer `stream_policy.retention_ttl_ms`.
+local function retention_of(c)
+  local raw = redis.call('GET', c.exec('policy'))
+  local ok, policy = pcall(cjson.decode, raw or '')
+  local ttl = 0
+  if ok and type(policy) == 'table' and type(policy.stream_policy) == 'table' then
+    ttl = tonumber(policy.stream_policy.retention_ttl_ms) or 0
+  end
+  return math.max(ttl, RETENTION_DEFAULT_MS)
+end
+
+-- Deletes a signal record and its payload.
+local function purge_signal(c, sid)
+  local key = c.prefix .. 'ff:signal:' .. c.tag .. ':' .. sid
+  redis.call('DEL', key, key .. ':payload')
+end
+
+-- Deletes everything an execution owns (ff_engine::scanners::purge): waitpoints and their
+-- signals, its signals, attempts and their streams, suspension and dependency records, its
+-- own index entries, then its keys.
+local function purge_execution(c, core)
+  for _, wp in ipairs(redis.call('ZRANGE', c.exec('waitpoints'), 0, -1)) do
+    local key = c.prefix .. 'ff:wp:' .. c.tag .. ':' .. wp
+    for _, sid in ipairs(redis.call('ZRANGE', key .. ':signals', 0, -1)) do
+      purge_signal(c, sid)
+    end
+    redis.call('ZREM', c.idx('pending_waitpoint_expiry'), wp)
+    redis.call('DEL', key, key .. ':signals')
+  end
+  for _, sid in ipairs(redis.call('ZRANGE', c.exec('signals'), 0, -1)) do
+    purge_signal(c, sid)
+  end
+  for _, index in ipairs(redis.call('ZRANGE', c.exec('attempts'), 0, -1)) do
+    local stream = c.prefix .. 'ff:stream:' .. c.tag .. ':' .. c.eid .. ':' .. index
+    redis.call('DEL', c.attempt(tonumber(index)), c.attempt(tonumber(index)) .. ':summary', stream, stream .. ':meta')
+  end
+  for _, sfx in ipairs({ 'all_executions', 'lease_expiry', 'attempt_timeout', 'execution_deadline',
+      'suspension_timeout' }) do
+    redis.call('ZREM', c.idx(sfx), c.eid)
+  end
+  redis.call('ZREM', lane_key(c, core, 'terminal'), c.eid)
+  for _, sfx in ipairs({ 'waitpoints', 'signals', 'attempts', 'suspension:current', 'deps:meta', 'payload',
+      'result', 'policy', 'tags', 'lease:current', 'lease:history', 'lease:history:seq', 'claim_grant', 'core' }) do
+    redis.call('DEL', c.exec(sfx))
+  end
+end
+
+-- The retention trimmer (spec 03 §7.3.10): purges terminal executions past their retention.
+local function retention_pass(p, now, batch)
+  local examined, acted = 0, 0
+  local cutoff = now - RETENTION_DEFAULT_MS
+  for _, lane in ipairs(redis.call('ZRANGE', p.prefix .. 'ff:idx:lanes', 0, LANES_PER_PASS_MAX - 1)) do
+    local terminal = p.idx('lane:' .. lane .. ':terminal')
+    for _, eid in ipairs(due_members(terminal, cutoff, batch)) do
+      examined = examined + 1
+      local c = ctx_make(p.prefix, p.tag, eid, now)
+      local core = load_core(c)
+      if not core or not core.completed_at then
+        redis.call('ZREM', terminal, eid)
+      elseif now - num(core.completed_at) >= retention_of(c) then
+        purge_execution(c, core)
+        redis.call('ZREM', terminal, eid)
+        acted = acted + 1
+      end
+    end
+  end
+  return examined, acted
 end
 
 -- One bounded scanner pass over a partition (spec 01 §6.13, §6.19, §6.9).
@@ -294,12 +353,20 @@ local function run_scanner(keys, args)
       local reply = expire_execution({ key }, { fmt(now), p.prefix, p.tag, c.eid, kind })
       return reply[1] == 'expired'
     end)
-  elseif kind == 'suspension_timeout' or kind == 'pending_waitpoint_expiry' then
-    -- Suspension is not in this library yet: nothing can populate these indexes,
-    -- and a due entry (written by another client) is refused rather than skipped.
-    if #due_members(p.idx(kind), now, 1) > 0 then
-      error(reject('unavailable', 'run_scanner ' .. kind))
+  elseif kind == 'suspension_timeout' then
+    for_due(p.idx(kind), function(c) return SP.expire_suspension_in(c, now)[1] == 'expired' end)
+  elseif kind == 'pending_waitpoint_expiry' then
+    -- Members are waitpoint ids; closing one needs only the partition.
+    for _, wp_id in ipairs(due_members(p.idx(kind), now, batch)) do
+      examined = examined + 1
+      if SP.close_waitpoint_in(p.prefix, p.tag, wp_id, 'never_committed', now) then
+        acted = acted + 1
+      end
     end
+  elseif kind == 'retention_trimmer' then
+    examined, acted = retention_pass(p, now, batch)
+  elseif kind == 'dependency_reconciler' or kind == 'cancel_reconciler' or kind == 'edge_cancel_dispatcher' then
+    examined, acted = FL.scanner_pass(p, kind, batch)
   else
     error(reject('unavailable', 'run_scanner ' .. kind))
   end

@@ -59,12 +59,12 @@ enum Command {
         faults: Faults,
     },
     /// Runs the workload through the seeded fault layer against a chosen backend
-    /// (`memory` or `sqlite:PATH`): lost acks after commit, failures before
+    /// (`memory`, `sqlite:PATH` or `valkey://HOST:PORT`): lost acks after commit, failures before
     /// commit and delays, then a healed liveness phase.
     Chaos {
         #[command(flatten)]
         workload: Workload,
-        /// `memory` or `sqlite:PATH` (a fresh file is created).
+        /// `memory`, `sqlite:PATH` (a fresh file is created) or `valkey://HOST:PORT` (a fresh key prefix).
         #[arg(long, default_value = "memory")]
         backend: String,
     },
@@ -201,8 +201,13 @@ async fn chaos(cfg: SimConfig, backend: &str) -> Result<Summary, String> {
     if backend == "memory" {
         return run(cfg).await.map_err(|e| e.to_string());
     }
+    if let Some(addr) = backend.strip_prefix("valkey://") {
+        return chaos_valkey(cfg, addr).await;
+    }
     let Some(path) = backend.strip_prefix("sqlite:") else {
-        return Err(format!("unknown backend {backend:?}: expected memory or sqlite:PATH"));
+        return Err(format!(
+            "unknown backend {backend:?}: expected memory, sqlite:PATH or valkey://HOST:PORT"
+        ));
     };
     if std::path::Path::new(path).exists() {
         return Err(format!("{path} exists; chaos runs need a fresh database file"));
@@ -219,13 +224,32 @@ async fn chaos(cfg: SimConfig, backend: &str) -> Result<Summary, String> {
     run_on(cfg, backend, clock, Some(deep)).await.map_err(|e| e.to_string())
 }
 
+/// The workload against a real Valkey server on a fresh key prefix, the backend
+/// built on the run's simulated clock (every call carries its `now`).
+async fn chaos_valkey(cfg: SimConfig, addr: &str) -> Result<Summary, String> {
+    let (host, port) = addr
+        .rsplit_once(':')
+        .and_then(|(h, p)| Some((h.to_owned(), p.parse::<u16>().ok()?)))
+        .ok_or_else(|| format!("valkey://{addr}: expected valkey://HOST:PORT"))?;
+    let clock = SimClock::default();
+    let config = ff_backend_valkey::ValkeyConfig {
+        host,
+        port,
+        key_prefix: format!("sim-{}-{}:", std::process::id(), cfg.seed),
+        partitions: partitions_of(&cfg),
+        clock: Some(clock.clone()),
+    };
+    let backend = ff_backend_valkey::ValkeyBackend::connect(config).await.map_err(|e| e.to_string())?;
+    run_on(cfg, Arc::new(backend), clock, None).await.map_err(|e| e.to_string())
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     if let Command::Turmoil { seed, workers, executions, faults, safety_ms, unfenced, runs } = cli.command {
         // Turmoil runs its own runtimes; it must not run inside another one.
         return turmoil_cmd(TurmoilArgs { seed, workers, executions, faults, safety_ms, unfenced, runs });
     }
-    let rt = match tokio::runtime::Builder::new_current_thread().enable_time().build() {
+    let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("ff-sim: cannot start runtime: {e}");

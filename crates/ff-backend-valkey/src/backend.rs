@@ -1,5 +1,6 @@
-//! `EngineBackend` for `ValkeyBackend`: one FCALL per contract. Methods of
-//! families not yet in Lua answer `Unavailable`.
+//! `EngineBackend` for `ValkeyBackend`: one FCALL per contract (the family
+//! modules `suspension`, `streams`, `admission` and `flow` hold the bodies of
+//! their families).
 
 use async_trait::async_trait;
 use ff_core::admission::*;
@@ -22,7 +23,7 @@ use crate::{ValkeyBackend, arg, flag, opt_arg, policy, snapshot};
 const SCANNER_BATCH_MAX: usize = 10_000;
 
 /// The fence triple as three arguments (`""` lease id for none).
-fn fence_args(fence: &Option<ff_core::LeaseFence>) -> Vec<Vec<u8>> {
+pub(crate) fn fence_args(fence: &Option<ff_core::LeaseFence>) -> Vec<Vec<u8>> {
     match fence {
         Some(f) => vec![arg(f.lease_id), arg(f.lease_epoch), arg(f.attempt_id)],
         None => vec![Vec::new(), Vec::new(), Vec::new()],
@@ -161,6 +162,16 @@ impl ValkeyBackend {
             ScannerKind::ExecutionDeadline => "execution_deadline",
             ScannerKind::SuspensionTimeout => "suspension_timeout",
             ScannerKind::PendingWaitpointExpiry => "pending_waitpoint_expiry",
+            ScannerKind::BudgetReset | ScannerKind::BudgetReconciler | ScannerKind::QuotaReconciler => {
+                return self.global_pass(kind, partition, batch.clamp(1, SCANNER_BATCH_MAX)).await;
+            }
+            ScannerKind::Unblock => {
+                return self.unblock_pass(partition, batch.clamp(1, SCANNER_BATCH_MAX)).await;
+            }
+            ScannerKind::DependencyReconciler => "dependency_reconciler",
+            ScannerKind::CancelReconciler => "cancel_reconciler",
+            ScannerKind::EdgeCancelDispatcher => "edge_cancel_dispatcher",
+            ScannerKind::RetentionTrimmer => "retention_trimmer",
             _ => return Err(EngineError::Unavailable { op: "run_scanner" }),
         };
         let batch = batch.clamp(1, SCANNER_BATCH_MAX);
@@ -736,264 +747,271 @@ impl EngineBackend for ValkeyBackend {
         Ok(WorkersPage { workers, cursor })
     }
 
-    async fn read_completions(
-        &self,
-        _after: u64,
-        _limit: usize,
-    ) -> Result<Vec<CompletionEvent>, EngineError> {
-        Err(EngineError::Unavailable { op: "read_completions" })
+    async fn read_completions(&self, after: u64, limit: usize) -> Result<Vec<CompletionEvent>, EngineError> {
+        self.read_completions_call(after, limit).await
     }
 
-    async fn suspend_by_triple(&self, _args: SuspendByTripleArgs) -> Result<SuspendOutcome, EngineError> {
-        Err(EngineError::Unavailable { op: "suspend_by_triple" })
+    async fn suspend_by_triple(&self, args: SuspendByTripleArgs) -> Result<SuspendOutcome, EngineError> {
+        self.suspend_call(args).await
     }
 
     async fn create_pending_waitpoint(
         &self,
-        _args: CreateWaitpointArgs,
+        args: CreateWaitpointArgs,
     ) -> Result<PendingWaitpoint, EngineError> {
-        Err(EngineError::Unavailable { op: "create_pending_waitpoint" })
+        self.create_waitpoint_call(args).await
     }
 
     async fn close_waitpoint(
         &self,
-        _execution_id: &ExecutionId,
-        _waitpoint_id: &WaitpointId,
-        _reason: &str,
+        execution_id: &ExecutionId,
+        waitpoint_id: &WaitpointId,
+        reason: &str,
     ) -> Result<bool, EngineError> {
-        Err(EngineError::Unavailable { op: "close_waitpoint" })
+        self.close_waitpoint_call(execution_id, waitpoint_id, reason).await
     }
 
-    async fn deliver_signal(&self, _args: DeliverSignalArgs) -> Result<DeliverSignalOutcome, EngineError> {
-        Err(EngineError::Unavailable { op: "deliver_signal" })
+    async fn deliver_signal(&self, args: DeliverSignalArgs) -> Result<DeliverSignalOutcome, EngineError> {
+        self.deliver_call(args).await
     }
 
-    async fn resume_execution(&self, _args: ResumeExecutionArgs) -> Result<ResumeOutcome, EngineError> {
-        Err(EngineError::Unavailable { op: "resume_execution" })
+    async fn resume_execution(&self, args: ResumeExecutionArgs) -> Result<ResumeOutcome, EngineError> {
+        self.resume_call(args).await
     }
 
     async fn expire_suspension(
         &self,
-        _execution_id: &ExecutionId,
+        execution_id: &ExecutionId,
     ) -> Result<ExpireSuspensionOutcome, EngineError> {
-        Err(EngineError::Unavailable { op: "expire_suspension" })
+        self.expire_suspension_call(execution_id).await
     }
 
-    async fn read_waitpoint_token(&self, _waitpoint_id: &WaitpointId) -> Result<Option<String>, EngineError> {
-        Err(EngineError::Unavailable { op: "read_waitpoint_token" })
+    async fn read_waitpoint_token(&self, waitpoint_id: &WaitpointId) -> Result<Option<String>, EngineError> {
+        self.read_token_call(waitpoint_id).await
     }
 
     async fn observe_execution_signals(
         &self,
-        _execution_id: &ExecutionId,
+        execution_id: &ExecutionId,
     ) -> Result<Vec<ResumeSignal>, EngineError> {
-        Err(EngineError::Unavailable { op: "observe_execution_signals" })
+        self.observe_call(execution_id).await
     }
 
     async fn list_pending_waitpoints(
         &self,
-        _execution_id: &ExecutionId,
-        _after: Option<WaitpointId>,
-        _limit: usize,
+        execution_id: &ExecutionId,
+        after: Option<WaitpointId>,
+        limit: usize,
     ) -> Result<(Vec<PendingWaitpointInfo>, Option<WaitpointId>), EngineError> {
-        Err(EngineError::Unavailable { op: "list_pending_waitpoints" })
+        self.list_pending_call(execution_id, after, limit).await
     }
 
     async fn list_suspended(
         &self,
-        _partition: u16,
-        _after: Option<ExecutionId>,
-        _limit: usize,
+        partition: u16,
+        after: Option<ExecutionId>,
+        limit: usize,
     ) -> Result<(Vec<SuspendedExecutionEntry>, Option<ExecutionId>), EngineError> {
-        Err(EngineError::Unavailable { op: "list_suspended" })
+        self.list_suspended_call(partition, after, limit).await
     }
 
     async fn seed_waitpoint_hmac_secret(
         &self,
-        _kid: &str,
-        _secret_hex: &str,
+        kid: &str,
+        secret_hex: &str,
     ) -> Result<SeedOutcome, EngineError> {
-        Err(EngineError::Unavailable { op: "seed_waitpoint_hmac_secret" })
+        self.seed_hmac(kid, secret_hex).await
     }
 
     async fn rotate_waitpoint_hmac_secret_all(
         &self,
-        _new_kid: &str,
-        _new_secret_hex: &str,
-        _grace_ms: u64,
+        new_kid: &str,
+        new_secret_hex: &str,
+        grace_ms: u64,
     ) -> Result<Vec<(u16, Result<RotateOutcome, EngineError>)>, EngineError> {
-        Err(EngineError::Unavailable { op: "rotate_waitpoint_hmac_secret_all" })
+        self.rotate_hmac(new_kid, new_secret_hex, grace_ms).await
     }
 
     async fn list_waitpoint_hmac_kids(&self) -> Result<(Option<String>, Vec<KidInfo>), EngineError> {
-        Err(EngineError::Unavailable { op: "list_waitpoint_hmac_kids" })
+        self.list_hmac_kids().await
     }
 
-    async fn create_flow(&self, _args: CreateFlowArgs) -> Result<CreateFlowOutcome, EngineError> {
-        Err(EngineError::Unavailable { op: "create_flow" })
+    async fn create_flow(&self, args: CreateFlowArgs) -> Result<CreateFlowOutcome, EngineError> {
+        self.create_flow_call(args).await
     }
 
     async fn add_execution_to_flow(
         &self,
-        _flow_id: &FlowId,
-        _execution_id: &ExecutionId,
+        flow_id: &FlowId,
+        execution_id: &ExecutionId,
     ) -> Result<AddToFlowOutcome, EngineError> {
-        Err(EngineError::Unavailable { op: "add_execution_to_flow" })
+        self.add_to_flow_call(flow_id, execution_id).await
     }
 
-    async fn stage_dependency_edge(&self, _args: StageEdgeArgs) -> Result<(EdgeId, u64), EngineError> {
-        Err(EngineError::Unavailable { op: "stage_dependency_edge" })
+    async fn stage_dependency_edge(&self, args: StageEdgeArgs) -> Result<(EdgeId, u64), EngineError> {
+        self.stage_edge_call(args).await
     }
 
     async fn set_edge_group_policy(
         &self,
-        _flow_id: &FlowId,
-        _downstream: &ExecutionId,
-        _policy: EdgeDependencyPolicy,
+        flow_id: &FlowId,
+        downstream: &ExecutionId,
+        policy: EdgeDependencyPolicy,
     ) -> Result<bool, EngineError> {
-        Err(EngineError::Unavailable { op: "set_edge_group_policy" })
+        self.set_group_policy_call(flow_id, downstream, policy).await
     }
 
     async fn apply_dependency_to_child(
         &self,
-        _flow_id: &FlowId,
-        _edge_id: &EdgeId,
+        flow_id: &FlowId,
+        edge_id: &EdgeId,
     ) -> Result<Option<u64>, EngineError> {
-        Err(EngineError::Unavailable { op: "apply_dependency_to_child" })
+        self.apply_dependency_call(flow_id, edge_id).await
     }
 
     async fn resolve_dependency(
         &self,
-        _flow_id: &FlowId,
-        _edge_id: &EdgeId,
-        _upstream_outcome: ff_core::state::TerminalOutcome,
+        flow_id: &FlowId,
+        edge_id: &EdgeId,
+        upstream_outcome: ff_core::state::TerminalOutcome,
     ) -> Result<ResolveDependencyOutcome, EngineError> {
-        Err(EngineError::Unavailable { op: "resolve_dependency" })
+        self.resolve_dependency_call(flow_id, edge_id, upstream_outcome).await
     }
 
     async fn cancel_flow_header(
         &self,
-        _flow_id: &FlowId,
-        _reason: &str,
-        _policy: CancelFlowPolicy,
-        _grace_ms: u64,
+        flow_id: &FlowId,
+        reason: &str,
+        policy: CancelFlowPolicy,
+        grace_ms: u64,
     ) -> Result<CancelFlowHeader, EngineError> {
-        Err(EngineError::Unavailable { op: "cancel_flow_header" })
+        self.cancel_flow_header_call(flow_id, reason, policy, grace_ms).await
     }
 
     async fn ack_cancel_member(
         &self,
-        _flow_id: &FlowId,
-        _execution_id: &ExecutionId,
+        flow_id: &FlowId,
+        execution_id: &ExecutionId,
     ) -> Result<(), EngineError> {
-        Err(EngineError::Unavailable { op: "ack_cancel_member" })
+        self.ack_cancel_call(flow_id, execution_id).await
     }
 
-    async fn promote_blocked_to_eligible(&self, _execution_id: &ExecutionId) -> Result<(), EngineError> {
-        Err(EngineError::Unavailable { op: "promote_blocked_to_eligible" })
+    async fn promote_blocked_to_eligible(&self, execution_id: &ExecutionId) -> Result<(), EngineError> {
+        self.promote_blocked_call(execution_id).await
     }
 
     async fn set_flow_tags(
         &self,
-        _flow_id: &FlowId,
-        _tags: Vec<(String, String)>,
+        flow_id: &FlowId,
+        tags: Vec<(String, String)>,
     ) -> Result<usize, EngineError> {
-        Err(EngineError::Unavailable { op: "set_flow_tags" })
+        self.set_flow_tags_call(flow_id, tags).await
     }
 
-    async fn describe_flow(&self, _flow_id: &FlowId) -> Result<Option<FlowSnapshot>, EngineError> {
-        Err(EngineError::Unavailable { op: "describe_flow" })
+    async fn describe_flow(&self, flow_id: &FlowId) -> Result<Option<FlowSnapshot>, EngineError> {
+        self.describe_flow_call(flow_id).await
     }
 
-    async fn create_budget(&self, _args: CreateBudgetArgs) -> Result<CreateBudgetOutcome, EngineError> {
-        Err(EngineError::Unavailable { op: "create_budget" })
+    async fn evaluate_flow_eligibility(
+        &self,
+        execution_id: &ExecutionId,
+    ) -> Result<FlowEligibility, EngineError> {
+        self.flow_eligibility_call(execution_id).await
     }
 
-    async fn report_usage_and_check(&self, _args: ReportUsageArgs) -> Result<ReportUsageResult, EngineError> {
-        Err(EngineError::Unavailable { op: "report_usage_and_check" })
+    async fn create_budget(&self, args: CreateBudgetArgs) -> Result<CreateBudgetOutcome, EngineError> {
+        self.create_budget_call(args).await
     }
 
-    async fn record_spend(&self, _args: RecordSpendArgs) -> Result<ReportUsageResult, EngineError> {
-        Err(EngineError::Unavailable { op: "record_spend" })
+    async fn report_usage_and_check(&self, args: ReportUsageArgs) -> Result<ReportUsageResult, EngineError> {
+        args.validate()?;
+        self.charge_call(&args.budget_id, &args.dimensions, args.dedup_key.as_deref(), None).await
+    }
+
+    async fn record_spend(&self, args: RecordSpendArgs) -> Result<ReportUsageResult, EngineError> {
+        args.validate()?;
+        let deltas: Vec<(String, u64)> = args.deltas.iter().map(|(d, v)| (d.clone(), *v)).collect();
+        let key = args.idempotency_key.as_deref();
+        self.charge_call(&args.budget_id, &deltas, key, Some(&args.execution_id)).await
     }
 
     async fn release_budget(
         &self,
-        _budget_id: &BudgetId,
-        _execution_id: &ExecutionId,
+        budget_id: &BudgetId,
+        execution_id: &ExecutionId,
     ) -> Result<bool, EngineError> {
-        Err(EngineError::Unavailable { op: "release_budget" })
+        self.release_budget_call(budget_id, execution_id).await
     }
 
-    async fn reset_budget(&self, _budget_id: &BudgetId) -> Result<Option<TimestampMs>, EngineError> {
-        Err(EngineError::Unavailable { op: "reset_budget" })
+    async fn reset_budget(&self, budget_id: &BudgetId) -> Result<Option<TimestampMs>, EngineError> {
+        self.reset_budget_call(budget_id).await
     }
 
-    async fn get_budget_status(&self, _budget_id: &BudgetId) -> Result<BudgetStatus, EngineError> {
-        Err(EngineError::Unavailable { op: "get_budget_status" })
+    async fn get_budget_status(&self, budget_id: &BudgetId) -> Result<BudgetStatus, EngineError> {
+        self.budget_status_call(budget_id).await
     }
 
     async fn create_quota_policy(
         &self,
-        _args: CreateQuotaPolicyArgs,
+        args: CreateQuotaPolicyArgs,
     ) -> Result<CreateQuotaOutcome, EngineError> {
-        Err(EngineError::Unavailable { op: "create_quota_policy" })
+        self.create_quota_call(args).await
     }
 
     async fn check_admission_and_record(
         &self,
-        _args: CheckAdmissionArgs,
+        args: CheckAdmissionArgs,
     ) -> Result<CheckAdmissionResult, EngineError> {
-        Err(EngineError::Unavailable { op: "check_admission_and_record" })
+        self.check_admission_call(args).await
     }
 
     async fn release_admission(
         &self,
-        _quota_policy_id: &QuotaPolicyId,
-        _execution_id: &ExecutionId,
+        quota_policy_id: &QuotaPolicyId,
+        execution_id: &ExecutionId,
     ) -> Result<(), EngineError> {
-        Err(EngineError::Unavailable { op: "release_admission" })
+        self.release_admission_call(quota_policy_id, execution_id).await
     }
 
     async fn read_quota_policy_limits(
         &self,
-        _quota_policy_id: &QuotaPolicyId,
+        quota_policy_id: &QuotaPolicyId,
     ) -> Result<Option<QuotaPolicyLimits>, EngineError> {
-        Err(EngineError::Unavailable { op: "read_quota_policy_limits" })
+        self.quota_limits_call(quota_policy_id).await
     }
 
-    async fn append_stream_frame(&self, _args: AppendFrameArgs) -> Result<AppendFrameOutcome, EngineError> {
-        Err(EngineError::Unavailable { op: "append_stream_frame" })
+    async fn append_stream_frame(&self, args: AppendFrameArgs) -> Result<AppendFrameOutcome, EngineError> {
+        self.append_call(args).await
     }
 
     async fn read_stream(
         &self,
-        _execution_id: &ExecutionId,
-        _attempt_index: AttemptIndex,
-        _from: StreamCursor,
-        _to: StreamCursor,
-        _count_limit: u64,
+        execution_id: &ExecutionId,
+        attempt_index: AttemptIndex,
+        from: StreamCursor,
+        to: StreamCursor,
+        count_limit: u64,
     ) -> Result<StreamFrames, EngineError> {
-        Err(EngineError::Unavailable { op: "read_stream" })
+        self.read_stream_call(execution_id, attempt_index, &from, &to, count_limit).await
     }
 
     async fn tail_stream(
         &self,
-        _execution_id: &ExecutionId,
-        _attempt_index: AttemptIndex,
-        _after: StreamCursor,
-        _block_ms: u64,
-        _count_limit: u64,
-        _visibility: TailVisibility,
+        execution_id: &ExecutionId,
+        attempt_index: AttemptIndex,
+        after: StreamCursor,
+        block_ms: u64,
+        count_limit: u64,
+        visibility: TailVisibility,
     ) -> Result<StreamFrames, EngineError> {
-        Err(EngineError::Unavailable { op: "tail_stream" })
+        self.tail_call(execution_id, attempt_index, &after, block_ms, count_limit, visibility).await
     }
 
     async fn read_summary(
         &self,
-        _execution_id: &ExecutionId,
-        _attempt_index: AttemptIndex,
+        execution_id: &ExecutionId,
+        attempt_index: AttemptIndex,
     ) -> Result<Option<SummaryDocument>, EngineError> {
-        Err(EngineError::Unavailable { op: "read_summary" })
+        self.read_summary_call(execution_id, attempt_index).await
     }
 }

@@ -4,13 +4,16 @@
 //! The client validates what needs no stored state (`Validate`, policy JSON),
 //! builds the keys of the execution's `{fp:N}` partition under a key prefix,
 //! passes `now` (the simulated clock's, or `""` for the server's `TIME`), and
-//! turns the reply into the typed outcome. Families not yet written in Lua
-//! answer `EngineError::Unavailable` and are not claimed in `capabilities()`.
+//! turns the reply into the typed outcome. Every contract family is claimed.
 
+mod admission;
 mod backend;
+mod flow;
 mod library;
 mod policy;
 mod snapshot;
+mod streams;
+mod suspension;
 mod wire;
 
 use ferriskey::{Client, ClientBuilder, Value};
@@ -19,6 +22,10 @@ use ff_core::keys::ExecKeys;
 use ff_core::{Clock, EngineError, ExecutionId, PartitionConfig, SimClock};
 
 pub use library::{LIBRARY_NAME, library_source, library_version};
+
+/// Longest wait for one reply, in ms: a scanner pass or a flow cascade is one
+/// function call and may run longer than the client's 250 ms default.
+pub const RESPONSE_TIMEOUT_MS: u64 = 5_000;
 
 /// Where and how to connect.
 #[derive(Debug, Clone)]
@@ -63,12 +70,17 @@ impl std::fmt::Debug for ValkeyBackend {
     }
 }
 
-/// The contract families whose every contract is implemented in Lua.
-pub const FAMILIES: [ContractFamily; 4] = [
+/// The contract families whose every contract is implemented in Lua (all of them).
+pub const FAMILIES: [ContractFamily; 9] = [
     ContractFamily::Execution,
     ContractFamily::Lease,
     ContractFamily::Scheduling,
     ContractFamily::WorkerRegistry,
+    ContractFamily::Suspension,
+    ContractFamily::Streams,
+    ContractFamily::Budgets,
+    ContractFamily::Quotas,
+    ContractFamily::Flows,
 ];
 
 impl ValkeyBackend {
@@ -80,8 +92,12 @@ impl ValkeyBackend {
         if cfg.key_prefix.contains(['{', '}']) {
             return Err(EngineError::invalid_input("key_prefix must not contain a hash tag"));
         }
-        let client =
-            ClientBuilder::new().host(&cfg.host, cfg.port).build().await.map_err(wire::engine_error)?;
+        let client = ClientBuilder::new()
+            .host(&cfg.host, cfg.port)
+            .request_timeout(std::time::Duration::from_millis(RESPONSE_TIMEOUT_MS))
+            .build()
+            .await
+            .map_err(wire::engine_error)?;
         let backend = Self { client, cfg, version: library_version() };
         backend.load_library().await?;
         Ok(backend)
@@ -222,6 +238,18 @@ impl ValkeyBackend {
             "heartbeat_worker",
             "mark_worker_dead",
             "list_workers",
+            "seed_waitpoint_hmac_secret",
+            "rotate_waitpoint_hmac_secret_all",
+            "list_pending_waitpoints",
+            "stream_durable_summary",
+            "stream_best_effort_live",
+            "budget_admin",
+            "quota_admin",
+            "release_admission",
+            "read_quota_policy_limits",
+            "read_budget_usage_and_limits",
+            "cancel_flow_header",
+            "ack_cancel_member",
         ] {
             supports.set(name, true);
         }

@@ -5,10 +5,14 @@
 pub const LIBRARY_NAME: &str = "flowfabric";
 
 /// The family files, in load order (later files use earlier locals).
-const SOURCES: [(&str, &str); 7] = [
+const SOURCES: [(&str, &str); 11] = [
     ("common.lua", include_str!("../../../lua/common.lua")),
+    ("suspension.lua", include_str!("../../../lua/suspension.lua")),
+    ("streams.lua", include_str!("../../../lua/streams.lua")),
+    ("admission.lua", include_str!("../../../lua/admission.lua")),
     ("execution.lua", include_str!("../../../lua/execution.lua")),
     ("lifecycle.lua", include_str!("../../../lua/lifecycle.lua")),
+    ("flow.lua", include_str!("../../../lua/flow.lua")),
     ("lease.lua", include_str!("../../../lua/lease.lua")),
     ("scheduling.lua", include_str!("../../../lua/scheduling.lua")),
     ("worker.lua", include_str!("../../../lua/worker.lua")),

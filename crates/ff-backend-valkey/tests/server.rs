@@ -153,14 +153,126 @@ async fn rejections_arrive_typed_with_their_details() {
 }
 
 #[tokio::test]
-async fn unclaimed_families_answer_unavailable() {
+async fn every_family_is_claimed() {
     let b = common::backend(None).await;
     let caps = b.capabilities();
-    for family in [ff_core::ContractFamily::Suspension, ff_core::ContractFamily::Streams] {
-        assert!(!caps.has(family), "{family:?} claimed");
+    for family in ff_backend_valkey::FAMILIES {
+        assert!(caps.has(family), "{family:?} not claimed");
     }
-    let err = b.expire_suspension(&id(6)).await.unwrap_err();
-    assert!(matches!(err, EngineError::Unavailable { op: "expire_suspension" }), "{err:?}");
+    assert_eq!(ff_backend_valkey::FAMILIES.len(), 9);
+}
+
+/// A flow member's terminal transition publishes its completion, read back by cursor.
+#[tokio::test]
+async fn flow_completions_are_readable_by_cursor() {
+    let b = common::backend(None).await;
+    let cfg = b.config().partitions;
+    let flow = (0..1000u64)
+        .map(|i| ff_core::FlowId::from_uuid(Uuid::from_u64_pair(0xf1, i)))
+        .find(|f| ff_core::partition::flow_partition(&f.uuid(), &cfg).index == 1)
+        .expect("a flow id on partition 1");
+    b.create_flow(ff_core::flow::CreateFlowArgs {
+        flow_id: flow,
+        flow_kind: "dag".into(),
+        namespace: ff_core::Namespace::new("ns"),
+    })
+    .await
+    .unwrap();
+    let e = ExecutionId::from_parts(1, Uuid::from_u64_pair(0xf2, 1));
+    b.create_execution(CreateExecutionArgs::new(e.clone(), "ns", LaneId::new("default"), "k")).await.unwrap();
+    b.add_execution_to_flow(&flow, &e).await.unwrap();
+    let before = b.read_completions(0, 100).await.unwrap().last().map_or(0, |c| c.event_id);
+    let c = grant_and_claim(&b, &e, 30_000).await;
+    b.complete(&c.handle, None).await.unwrap();
+    let events = b.read_completions(before, 100).await.unwrap();
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert_eq!((events[0].execution_id.clone(), events[0].outcome.as_str()), (e, "success"));
+    assert_eq!(events[0].flow_id, flow.to_string());
+    assert!(b.read_completions(events[0].event_id, 100).await.unwrap().is_empty());
+}
+
+const SECRET: &str = "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f";
+
+/// The token minted in Lua (HMAC-SHA1 over `redis.sha1hex`) is the reference's, byte for byte,
+/// and a long (hashed) rotation secret mints the reference's token too.
+#[tokio::test]
+async fn lua_tokens_equal_the_reference_hmac() {
+    use ff_core::Clock;
+    use ff_core::hmac_token::HmacKeystore;
+    let clock = ff_core::SimClock::default();
+    let b = common::backend(Some(clock.clone())).await;
+    b.seed_waitpoint_hmac_secret("k1", SECRET).await.unwrap();
+    let long_secret = "ab".repeat(100);
+    let e = id(10);
+    b.create_execution(CreateExecutionArgs::new(e.clone(), "ns", LaneId::new("default"), "k")).await.unwrap();
+    let c = grant_and_claim(&b, &e, 60_000).await;
+    let mut reference = HmacKeystore::new();
+    reference.seed("k1", SECRET).unwrap();
+    for (n, key) in [(1u64, "approval"), (2, "k|with|bars"), (3, "")] {
+        if n == 3 {
+            b.rotate_waitpoint_hmac_secret_all("k2", &long_secret, 1_000).await.unwrap();
+            reference.rotate("k2", &long_secret, 1_000, clock.now_ms()).unwrap();
+        }
+        let wp = ff_core::WaitpointId::from_uuid(Uuid::from_u64_pair(0x77, n));
+        let created = b.create_waitpoint(&c.handle, wp, key, 60_000).await.unwrap();
+        let expected = reference.mint(&wp, key, clock.now_ms()).unwrap();
+        assert_eq!(created.hmac_token, expected.as_str(), "waitpoint key {key:?}");
+        assert_eq!(b.read_waitpoint_token(&wp).await.unwrap().as_deref(), Some(expected.as_str()));
+        clock.advance(7);
+    }
+}
+
+/// Suspend, signal and resume under the server's clock.
+#[tokio::test]
+async fn server_time_drives_suspend_and_signal() {
+    use ff_core::suspension::*;
+    let b = common::backend(None).await;
+    b.seed_waitpoint_hmac_secret("k1", SECRET).await.unwrap();
+    let e = id(11);
+    b.create_execution(CreateExecutionArgs::new(e.clone(), "ns", LaneId::new("default"), "k")).await.unwrap();
+    let c = grant_and_claim(&b, &e, 60_000).await;
+    let wp = ff_core::WaitpointId::from_uuid(Uuid::from_u64_pair(0x78, 1));
+    let args = SuspendArgs::new(
+        ff_core::SuspensionId::from_uuid(Uuid::from_u64_pair(0x79, 1)),
+        WaitpointBinding::Fresh { waitpoint_id: wp, waitpoint_key: "go".into() },
+        ResumeCondition::Single { waitpoint_key: "go".into(), matcher: SignalMatcher::Wildcard },
+        SuspensionReasonCode::WaitingForSignal,
+    )
+    .with_timeout(wall_ms() + 600_000, TimeoutBehavior::Fail);
+    let out = b.suspend(&c.handle, args).await.unwrap();
+    let SuspendOutcome::Suspended { details, .. } = out else { panic!("{out:?}") };
+    assert_eq!(b.read_execution_state(&e).await.unwrap(), Some(PublicState::Suspended));
+    let (page, _) = b.list_suspended(e.partition_index(), None, 10).await.unwrap();
+    assert!(page.iter().any(|s| s.execution_id == e), "{page:?}");
+    let signal = DeliverSignalArgs {
+        execution_id: e.clone(),
+        waitpoint_id: wp,
+        signal_id: ff_core::SignalId::from_uuid(Uuid::from_u64_pair(0x7a, 1)),
+        signal_name: "done".into(),
+        signal_category: String::new(),
+        source_type: String::new(),
+        source_identity: String::new(),
+        payload: Some(vec![0, 255, b'\n']),
+        payload_encoding: None,
+        correlation_id: None,
+        idempotency_key: None,
+        created_at: None,
+        dedup_ttl_ms: None,
+        resume_delay_ms: None,
+        max_signals_per_execution: None,
+        signal_maxlen: None,
+        waitpoint_token: details.primary.waitpoint_token,
+    };
+    let r = b.deliver_signal(signal).await.unwrap();
+    assert!(
+        matches!(r, ff_core::suspension::DeliverSignalOutcome::Accepted { ref effect, .. }
+        if effect == "resume_condition_satisfied"),
+        "{r:?}"
+    );
+    assert_eq!(b.read_execution_state(&e).await.unwrap(), Some(PublicState::Waiting));
+    let seen = b.observe_execution_signals(&e).await.unwrap();
+    assert_eq!(seen.len(), 1);
+    assert_eq!(seen[0].payload.as_deref(), Some(&[0, 255, b'\n'][..]));
 }
 
 #[tokio::test]
@@ -198,4 +310,58 @@ async fn context_and_tags_round_trip_binary_payloads() {
     assert_eq!(b.get_execution_tag(&e, "absent.key").await.unwrap(), None);
     let missing = b.read_execution_context(&id(9)).await.unwrap_err();
     assert_eq!(missing.code(), Some("invalid_input"));
+}
+
+/// The retention trimmer purges a terminal execution once its retention has passed,
+/// with every key it owned (suspension, signals, streams included).
+#[tokio::test]
+async fn retention_purges_every_key_of_an_old_terminal_execution() {
+    use ff_core::suspension::*;
+    let clock = ff_core::SimClock::default();
+    let b = common::backend(Some(clock.clone())).await;
+    b.seed_waitpoint_hmac_secret("k1", SECRET).await.unwrap();
+    let e = id(12);
+    b.create_execution(CreateExecutionArgs::new(e.clone(), "ns", LaneId::new("default"), "k")).await.unwrap();
+    let c = grant_and_claim(&b, &e, 60_000).await;
+    let frame = ff_core::stream::Frame::new(b"line".to_vec(), ff_core::stream::FrameKind::Stdout);
+    b.append_frame(&c.handle, frame).await.unwrap();
+    let wp = ff_core::WaitpointId::from_uuid(Uuid::from_u64_pair(0x7b, 1));
+    let pending = b.create_waitpoint(&c.handle, wp, "cb", 60_000).await.unwrap();
+    let signal = DeliverSignalArgs {
+        execution_id: e.clone(),
+        waitpoint_id: wp,
+        signal_id: ff_core::SignalId::from_uuid(Uuid::from_u64_pair(0x7c, 1)),
+        signal_name: "done".into(),
+        signal_category: String::new(),
+        source_type: String::new(),
+        source_identity: String::new(),
+        payload: Some(b"p".to_vec()),
+        payload_encoding: None,
+        correlation_id: None,
+        idempotency_key: None,
+        created_at: None,
+        dedup_ttl_ms: None,
+        resume_delay_ms: None,
+        max_signals_per_execution: None,
+        signal_maxlen: None,
+        waitpoint_token: pending.hmac_token,
+    };
+    b.deliver_signal(signal).await.unwrap();
+    b.complete(&c.handle, Some(b"r".to_vec())).await.unwrap();
+    let own = |dump: &str| {
+        dump.lines()
+            .filter(|l| l.contains(&e.uuid().to_string()) || l.contains(":wp:") || l.contains(":signal:"))
+            .count()
+    };
+    assert!(own(&common::raw_dump(&b.config().key_prefix)) > 5);
+    let partition = e.partition_index();
+    clock.advance(86_399_999);
+    let r = b.run_scanner(ScannerKind::RetentionTrimmer, partition, 100).await.unwrap();
+    assert_eq!(r.acted, 0, "not yet past retention");
+    clock.advance(1);
+    let r = b.run_scanner(ScannerKind::RetentionTrimmer, partition, 100).await.unwrap();
+    assert_eq!(r.acted, 1);
+    assert_eq!(b.describe_execution(&id(12)).await.unwrap(), None);
+    let left = common::raw_dump(&b.config().key_prefix);
+    assert_eq!(own(&left), 0, "keys left behind:\n{left}");
 }
