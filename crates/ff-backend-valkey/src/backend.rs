@@ -609,6 +609,18 @@ impl EngineBackend for ValkeyBackend {
             .collect()
     }
 
+    async fn scan_eligible_heads(
+        &self,
+        lane_id: &LaneId,
+        partitions: std::ops::Range<u16>,
+    ) -> Result<Vec<ExecutionId>, EngineError> {
+        let mut heads = Vec::new();
+        for m in self.scan_heads_pipelined(lane_id, partitions).await?.into_iter().flatten() {
+            heads.push(ExecutionId::parse(&m).map_err(|e| protocol(format!("eligible member {m}: {e}")))?);
+        }
+        Ok(heads)
+    }
+
     async fn describe_execution(
         &self,
         execution_id: &ExecutionId,

@@ -199,6 +199,40 @@ impl ValkeyBackend {
         r.map_err(wire::engine_error)
     }
 
+    /// The head of a lane's eligible index on every partition of the range, as one
+    /// pipelined round trip (an idle worker's poll); `None` for an empty partition.
+    pub async fn scan_heads_pipelined(
+        &self,
+        lane_id: &ff_core::LaneId,
+        partitions: std::ops::Range<u16>,
+    ) -> Result<Vec<Option<String>>, EngineError> {
+        let mut pipe = self.client.pipeline();
+        let mut slots = Vec::new();
+        for partition in partitions {
+            let tag = format!("{{fp:{partition}}}");
+            let args = vec![
+                self.now_arg(),
+                self.cfg.key_prefix.clone().into_bytes(),
+                tag.into_bytes(),
+                lane_id.as_str().as_bytes().to_vec(),
+                b"1".to_vec(),
+                self.version.clone().into_bytes(),
+            ];
+            let keys = [self.partition_key(partition)];
+            slots.push(pipe.fcall::<Value>("ff_scan_eligible", &keys, &args));
+        }
+        if slots.is_empty() {
+            return Ok(Vec::new());
+        }
+        pipe.execute().await.map_err(wire::engine_error)?;
+        let mut heads = Vec::with_capacity(slots.len());
+        for slot in slots {
+            let texts = wire::texts(slot.value().map_err(wire::engine_error)?)?;
+            heads.push(texts.into_iter().next());
+        }
+        Ok(heads)
+    }
+
     /// Calls a worker-registry function (see `lua/worker.lua` for the convention).
     async fn worker_call(
         &self,

@@ -484,6 +484,21 @@ pub trait EngineBackend: Send + Sync + 'static {
         self.set_execution_tags(args).await.map(|_| ())
     }
 
+    /// The head of a lane's eligible index on each partition of `partitions` that has
+    /// one, in partition order; a backend may answer it in one round trip.
+    async fn scan_eligible_heads(
+        &self,
+        lane_id: &LaneId,
+        partitions: std::ops::Range<u16>,
+    ) -> Result<Vec<ExecutionId>, EngineError> {
+        let mut heads = Vec::new();
+        for partition in partitions {
+            let scan = ScanEligibleArgs { lane_id: lane_id.clone(), partition, limit: 1 };
+            heads.extend(self.scan_eligible_executions(scan).await?.into_iter().next());
+        }
+        Ok(heads)
+    }
+
     /// Scheduler-bypass claim of the best eligible execution on a lane (§13).
     async fn claim(
         &self,
@@ -492,11 +507,7 @@ pub trait EngineBackend: Send + Sync + 'static {
         policy: ClaimPolicy,
         partitions: u16,
     ) -> Result<Option<ClaimedExecution>, EngineError> {
-        for partition in 0..partitions {
-            let scan = ScanEligibleArgs { lane_id: lane_id.clone(), partition, limit: 1 };
-            let Some(execution_id) = self.scan_eligible_executions(scan).await?.into_iter().next() else {
-                continue;
-            };
+        for execution_id in self.scan_eligible_heads(lane_id, 0..partitions).await? {
             let grant = IssueClaimGrantArgs {
                 execution_id: execution_id.clone(),
                 worker_id: policy.worker_id.clone(),

@@ -551,6 +551,15 @@ impl<L: Layer> EngineBackend for Layered<L> {
         self.layer.around(call, Box::pin(self.inner.describe_flow(flow_id))).await
     }
 
+    async fn scan_eligible_heads(
+        &self,
+        lane_id: &LaneId,
+        partitions: std::ops::Range<u16>,
+    ) -> Result<Vec<ExecutionId>, EngineError> {
+        let call = Call::new("scan_eligible_heads");
+        self.layer.around(call, Box::pin(self.inner.scan_eligible_heads(lane_id, partitions))).await
+    }
+
     async fn evaluate_flow_eligibility(
         &self,
         execution_id: &ExecutionId,
