@@ -32,7 +32,7 @@ function AD.ctx(keys, args, family)
   local c = { now = now_ms(args[1]), prefix = args[2], tag = args[3], id = args[4] }
   c.def = c.prefix .. 'ff:' .. family .. ':' .. c.tag .. ':' .. c.id
   if c.def ~= keys[1] then
-    error(reject('invalid_args', 'KEYS[1] is not the definition key of ARGV[4]'))
+    error(reject('invalid_input', 'KEYS[1] is not the definition key of ARGV[4]'))
   end
   c.key = function(suffix)
     return c.def .. ':' .. suffix
@@ -56,7 +56,7 @@ function AD.pass_ctx(keys, args, family)
     return p.prefix .. 'ff:idx:' .. p.tag .. ':' .. suffix
   end
   if p.idx(family .. '_policies') ~= keys[1] then
-    error(reject('invalid_args', 'KEYS[1] is not the policy index of ARGV[3]'))
+    error(reject('invalid_input', 'KEYS[1] is not the policy index of ARGV[3]'))
   end
   return p
 end
@@ -87,9 +87,9 @@ function AD.create_budget(keys, args)
   if redis.call('EXISTS', c.def) == 1 then
     return { 'already_satisfied' }
   end
-  local interval = tonumber(args[10])
+  local interval = need_num(args, 10, 'reset_interval_ms')
   local next_reset = AD.next_reset(c.now, interval)
-  for i = 0, tonumber(args[11]) - 1 do
+  for i = 0, need_list(args, 11, 'dimension count', 3) - 1 do
     local dim = args[12 + 3 * i]
     redis.call('HSET', c.key('limits'), 'hard:' .. dim, args[13 + 3 * i], 'soft:' .. dim, args[14 + 3 * i])
   end
@@ -133,6 +133,10 @@ end
 -- Replies {"ok"} / {"soft_breach", dim, usage, limit} / {"hard_breach", …} / {"already_applied"}.
 function AD.charge(keys, args)
   local c = AD.ctx(keys, args, 'budget')
+  local deltas = {}
+  for i = 0, need_list(args, 7, 'delta count', 2) - 1 do
+    deltas[#deltas + 1] = { args[8 + 2 * i], need_num(args, 9 + 2 * i, 'delta') }
+  end
   AD.must_budget(c)
   local dedup = nil
   if args[5] ~= '' then
@@ -141,10 +145,6 @@ function AD.charge(keys, args)
     if expires and c.now < tonumber(expires) then
       return { 'already_applied' }
     end
-  end
-  local deltas = {}
-  for i = 0, tonumber(args[7]) - 1 do
-    deltas[#deltas + 1] = { args[8 + 2 * i], tonumber(args[9 + 2 * i]) }
   end
   local breach = AD.find_hard_breach(c, deltas)
   if breach then
@@ -295,7 +295,8 @@ end
 -- ARGV[4…]: kind, batch. Replies {examined, acted}.
 function AD.budget_pass(keys, args)
   local p = AD.pass_ctx(keys, args, 'budget')
-  local kind, batch = args[4], tonumber(args[5])
+  local kind = need_enum(args, 4, 'budget pass kind', { 'budget_reset', 'budget_reconciler' })
+  local batch = need_num(args, 5, 'batch')
   local examined, acted = 0, 0
   if kind == 'budget_reset' then
     for _, id in ipairs(redis.call('ZRANGEBYSCORE', p.idx('budget_resets'), '-inf', fmt(p.now), 'LIMIT', 0, batch)) do
@@ -344,7 +345,8 @@ end
 function AD.check_admission(keys, args)
   local c = AD.ctx(keys, args, 'quota')
   local now, eid = c.now, args[5]
-  local window_ms, rate, cap = tonumber(args[6]) * 1000, tonumber(args[7]), tonumber(args[8])
+  local window_ms = need_num(args, 6, 'window_seconds') * 1000
+  local rate, cap = need_num(args, 7, 'rate_limit'), need_num(args, 8, 'concurrency_cap')
   local guard = redis.call('ZSCORE', c.key('admitted_set'), eid)
   if guard and now < tonumber(guard) then
     return { 'already_admitted' }
@@ -446,7 +448,7 @@ end
 function AD.quota_pass(keys, args)
   local p = AD.pass_ctx(keys, args, 'quota')
   local examined, acted = 0, 0
-  for _, id in ipairs(redis.call('ZRANGE', p.idx('quota_policies'), 0, tonumber(args[4]) - 1)) do
+  for _, id in ipairs(redis.call('ZRANGE', p.idx('quota_policies'), 0, need_num(args, 4, 'batch') - 1)) do
     examined = examined + 1
     if AD.reconcile_quota(AD.sibling(p, 'quota', id)) then
       acted = acted + 1
@@ -455,26 +457,26 @@ function AD.quota_pass(keys, args)
   return { fmt(examined), fmt(acted) }
 end
 
-SP.register('ff_create_budget', AD.create_budget, {})
-SP.register('ff_charge_budget', AD.charge, {})
-SP.register('ff_release_budget', AD.release_budget, {})
-SP.register('ff_reset_budget', AD.reset_budget, {})
-SP.register('ff_budget_status', AD.budget_status, { 'no-writes' })
-SP.register('ff_budget_hard_breach', AD.budget_hard_breach, { 'no-writes' })
-SP.register('ff_budget_pass', AD.budget_pass, {})
-SP.register('ff_create_quota_policy', AD.create_quota, {})
-SP.register('ff_check_admission', AD.check_admission, {})
-SP.register('ff_release_admission', AD.release_admission, {})
-SP.register('ff_quota_limits', AD.quota_limits, { 'no-writes' })
-SP.register('ff_quota_still_blocked', AD.quota_still_blocked, {})
-SP.register('ff_quota_pass', AD.quota_pass, {})
+SP.register('ff_create_budget', AD.create_budget, {}, 11)
+SP.register('ff_charge_budget', AD.charge, {}, 7)
+SP.register('ff_release_budget', AD.release_budget, {}, 5)
+SP.register('ff_reset_budget', AD.reset_budget, {}, 4)
+SP.register('ff_budget_status', AD.budget_status, { 'no-writes' }, 4)
+SP.register('ff_budget_hard_breach', AD.budget_hard_breach, { 'no-writes' }, 4)
+SP.register('ff_budget_pass', AD.budget_pass, {}, 5)
+SP.register('ff_create_quota_policy', AD.create_quota, {}, 7)
+SP.register('ff_check_admission', AD.check_admission, {}, 8)
+SP.register('ff_release_admission', AD.release_admission, {}, 5)
+SP.register('ff_quota_limits', AD.quota_limits, { 'no-writes' }, 4)
+SP.register('ff_quota_still_blocked', AD.quota_still_blocked, {}, 4)
+SP.register('ff_quota_pass', AD.quota_pass, {}, 4)
 
 -- ff_list_blocked: the unblock scanner's candidates on one execution partition (partition
 -- convention; ARGV[4]: batch per lane index). Rows {execution id, expected reason, blocking
 -- reason ("" when gone), budget ids, quota policy id, required capabilities, namespace}.
 function AD.list_blocked(keys, args)
   local p = partition_ctx(keys, args)
-  local batch = tonumber(args[4])
+  local batch = need_num(args, 4, 'batch')
   local out = {}
   local lanes = redis.call('ZRANGE', p.prefix .. 'ff:idx:lanes', 0, SP.LANES_PER_PASS_MAX - 1)
   for _, lane in ipairs(lanes) do
@@ -492,4 +494,4 @@ function AD.list_blocked(keys, args)
   return out
 end
 
-SP.register('ff_list_blocked', AD.list_blocked, { 'no-writes' })
+SP.register('ff_list_blocked', AD.list_blocked, { 'no-writes' }, 4)

@@ -62,15 +62,77 @@ local function reject(code, detail)
   return setmetatable({ code = code, detail = detail }, Rejection)
 end
 
+-- Entry checks of a contract's arguments: bad input from a caller is a rejection
+-- (`invalid_input`), never a Lua runtime error (which `guard` reports as a bug).
+
+-- Requires at least `n` arguments (after the library version was removed).
+local function need_args(args, n)
+  if #args < n then
+    error(reject('invalid_input', 'expected at least ' .. n .. ' arguments, got ' .. #args))
+  end
+end
+
+-- A finite number parsed from text, or nil.
+local function finite(v)
+  local n = tonumber(v)
+  if n == nil or n ~= n or n == math.huge or n == -math.huge then
+    return nil
+  end
+  return n
+end
+
+-- ARGV[i] as a finite number; anything else is `invalid_input` naming the argument.
+local function need_num(args, i, name)
+  local n = finite(args[i])
+  if n == nil then
+    error(reject('invalid_input', name .. ' is not a number: ' .. tostring(args[i])))
+  end
+  return n
+end
+
+-- ARGV[i] as a finite number, or nil when it is "" (none).
+local function opt_num_arg(args, i, name)
+  if args[i] == '' then
+    return nil
+  end
+  return need_num(args, i, name)
+end
+
+-- ARGV[i] when it is one of `allowed` (a list of strings), else `invalid_input`.
+local function need_enum(args, i, name, allowed)
+  local v = args[i]
+  for _, a in ipairs(allowed) do
+    if v == a then
+      return v
+    end
+  end
+  error(reject('invalid_input', 'unknown ' .. name .. ': ' .. tostring(v)))
+end
+
+-- Requires `count` (name, pair_width) pairs after ARGV[at]: returns the count.
+local function need_list(args, at, name, width)
+  local n = need_num(args, at, name)
+  if n < 0 or n ~= math.floor(n) then
+    error(reject('invalid_input', name .. ' is not a count: ' .. tostring(args[at])))
+  end
+  need_args(args, at + n * width)
+  return n
+end
+
 -- Runs a contract body; a raised rejection becomes an error reply. The client
 -- appends its library version as the last argument: a client of another
--- version is refused before anything is read or written.
-local function guard(body, keys, args)
+-- version is refused before anything is read or written. `argc` is the least
+-- number of contract arguments (version excluded) the function takes; fewer is
+-- `invalid_input` before the body runs.
+local function guard(body, keys, args, argc)
   local version = table.remove(args)
   if version ~= FF_LIBRARY_VERSION then
     return fail('library_version_mismatch', 'loaded ' .. FF_LIBRARY_VERSION .. ', client ' .. tostring(version))
   end
-  local ok, res = pcall(body, keys, args)
+  local ok, res = pcall(function()
+    need_args(args, argc or 0)
+    return body(keys, args)
+  end)
   if ok then
     return res
   end
@@ -80,13 +142,17 @@ local function guard(body, keys, args)
   if type(res) == 'table' and res.err then
     return res
   end
+  -- Arguments were checked at entry, so a runtime error here is a genuine bug.
   return fail('invariant_violation', tostring(res))
 end
 
 -- The contract's `now`: the caller's simulated clock, else the server's TIME.
 local function now_ms(arg)
-  local n = tonumber(arg)
-  if n then
+  if arg ~= nil and arg ~= '' then
+    local n = finite(arg)
+    if n == nil then
+      error(reject('invalid_input', 'now is not a number: ' .. arg))
+    end
     return n
   end
   local t = redis.call('TIME')
@@ -117,9 +183,10 @@ end
 
 -- Key context of a contract call (see the calling convention above).
 local function ctx_of(keys, args)
+  need_args(args, 4)
   local c = ctx_make(args[2], args[3], args[4], now_ms(args[1]))
   if c.core ~= keys[1] then
-    error(reject('invalid_args', 'KEYS[1] is not the exec_core key of ARGV[4]'))
+    error(reject('invalid_input', 'KEYS[1] is not the exec_core key of ARGV[4]'))
   end
   return c
 end
@@ -127,12 +194,13 @@ end
 -- The partition convention: KEYS[1] = the partition's all_executions index,
 -- ARGV[1] = now, ARGV[2] = prefix, ARGV[3] = tag, ARGV[4…] = arguments.
 local function partition_ctx(keys, args)
+  need_args(args, 3)
   local p = { now = now_ms(args[1]), prefix = args[2], tag = args[3] }
   p.idx = function(suffix)
     return p.prefix .. 'ff:idx:' .. p.tag .. ':' .. suffix
   end
   if p.idx('all_executions') ~= keys[1] then
-    error(reject('invalid_args', 'KEYS[1] is not the all_executions key of ARGV[3]'))
+    error(reject('invalid_input', 'KEYS[1] is not the all_executions key of ARGV[3]'))
   end
   return p
 end

@@ -11,6 +11,11 @@ local function create_execution(keys, args)
   local c = ctx_of(keys, args)
   local now = c.now
   local ns, lane, idem = args[5], args[6], args[15]
+  need_num(args, 8, 'priority')
+  opt_num_arg(args, 13, 'delay_until')
+  opt_num_arg(args, 14, 'execution_deadline_at')
+  opt_num_arg(args, 16, 'dedup_window_ms')
+  need_list(args, 23, 'tag count', 2)
   local idem_key = nil
   if idem ~= '' then
     -- Idempotency is per namespace across partitions, so this key has no hash tag.
@@ -28,7 +33,7 @@ local function create_execution(keys, args)
     local code, detail = string.match(args[22], '^(%S+) ?(.*)$')
     error(reject(code, detail))
   end
-  local delay_until = opt_num(args[13] ~= '' and args[13] or nil)
+  local delay_until = opt_num_arg(args, 13, 'delay_until')
   local delayed = delay_until ~= nil and delay_until > now
   local core = {
     execution_id = c.eid, namespace = ns, lane_id = lane, current_lane = lane, execution_kind = args[7],
@@ -52,7 +57,7 @@ local function create_execution(keys, args)
   put_core(c, core)
   if args[17] ~= '' then redis.call('SET', c.exec('payload'), args[17]) end
   if args[18] ~= '' then redis.call('SET', c.exec('policy'), args[18]) end
-  local ntags = tonumber(args[23])
+  local ntags = need_list(args, 23, 'tag count', 2)
   for i = 0, ntags - 1 do
     redis.call('HSET', c.exec('tags'), args[24 + 2 * i], args[25 + 2 * i])
   end
@@ -63,13 +68,14 @@ local function create_execution(keys, args)
   end
   redis.call('ZADD', c.idx('all_executions'), 0, c.eid)
   redis.call('ZADD', c.prefix .. 'ff:idx:lanes', 0, lane)
-  local deadline = opt_num(args[14] ~= '' and args[14] or nil)
+  local deadline = opt_num_arg(args, 14, 'execution_deadline_at')
   if deadline and deadline > 0 then
     redis.call('ZADD', c.idx('execution_deadline'), fmt(deadline), c.eid)
   end
   if idem_key then
     redis.call('DEL', idem_key)
-    redis.call('HSET', idem_key, 'execution_id', c.eid, 'expires_at', fmt(now + num(args[16])))
+    local window = opt_num_arg(args, 16, 'dedup_window_ms') or 0
+    redis.call('HSET', idem_key, 'execution_id', c.eid, 'expires_at', fmt(now + window))
   end
   return { 'created', core.public_state }
 end
@@ -169,6 +175,12 @@ end
 local function claim_execution(keys, args)
   local c = ctx_of(keys, args)
   local now = c.now
+  local f = {
+    worker_id = args[5], instance = args[6], lane = args[7], lease_id = args[8],
+    ttl = need_num(args, 9, 'lease_ttl_ms'), attempt_id = args[10], policy = args[11],
+    timeout = opt_num_arg(args, 12, 'attempt_timeout_ms'),
+    deadline = opt_num_arg(args, 13, 'execution_deadline_at'),
+  }
   local core = must_load(c)
   if core.lifecycle_phase ~= 'runnable' then
     error(reject('execution_not_leaseable'))
@@ -186,11 +198,6 @@ local function claim_execution(keys, args)
     error(reject('use_claim_resumed_execution'))
   end
   check_grant(c, args[5], now)
-  local f = {
-    worker_id = args[5], instance = args[6], lane = args[7], lease_id = args[8], ttl = num(args[9]),
-    attempt_id = args[10], policy = args[11], timeout = opt_num(args[12] ~= '' and args[12] or nil),
-    deadline = opt_num(args[13] ~= '' and args[13] or nil),
-  }
   local expires, attempt_type = start_fresh_attempt(c, core, f, now)
   return claim_reply(core, attempt_type, expires)
 end
@@ -198,6 +205,7 @@ end
 -- Loads, resolves the fence and validates the lease of a terminal-style op.
 -- ARGV[5..7] = fence, ARGV[8] = "1" for an operator override.
 local function load_fenced(c, args)
+  need_enum(args, 8, 'override flag', { '0', '1' })
   local core = must_load(c)
   local fence = resolve_fence(core, fence_arg(args, 5), args[8] == '1')
   validate_lease_and_mark(c, core, fence, c.now)
@@ -301,10 +309,10 @@ local function fail_execution(keys, args)
 end
 
 redis.register_function{function_name = 'ff_create_execution', flags = {},
-  callback = function(k, a) return guard(create_execution, k, a) end}
+  callback = function(k, a) return guard(create_execution, k, a, 23) end}
 redis.register_function{function_name = 'ff_claim_execution', flags = {},
-  callback = function(k, a) return guard(claim_execution, k, a) end}
+  callback = function(k, a) return guard(claim_execution, k, a, 13) end}
 redis.register_function{function_name = 'ff_complete_execution', flags = {},
-  callback = function(k, a) return guard(complete_execution, k, a) end}
+  callback = function(k, a) return guard(complete_execution, k, a, 9) end}
 redis.register_function{function_name = 'ff_fail_execution', flags = {},
-  callback = function(k, a) return guard(fail_execution, k, a) end}
+  callback = function(k, a) return guard(fail_execution, k, a, 11) end}

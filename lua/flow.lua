@@ -17,7 +17,7 @@ function FL.ctx(keys, args)
   local p = { now = now_ms(args[1]), prefix = args[2], tag = args[3], fid = args[4] }
   p.key = FL.key(p.prefix, p.tag, p.fid)
   if p.key ~= keys[1] then
-    error(reject('invalid_args', 'KEYS[1] is not the flow key of ARGV[4]'))
+    error(reject('invalid_input', 'KEYS[1] is not the flow key of ARGV[4]'))
   end
   return FL.with_helpers(p)
 end
@@ -188,7 +188,7 @@ function FL.stage_edge(keys, args)
   if FL.is_terminal(f) then
     error(reject('flow_already_terminal'))
   end
-  if f.graph_revision ~= tonumber(args[10]) then
+  if f.graph_revision ~= need_num(args, 10, 'expected_graph_revision') then
     error(reject('stale_graph_revision'))
   end
   if not f.members[up] or not f.members[down] then
@@ -218,6 +218,8 @@ end
 -- ff_set_edge_group_policy (spec 03 §2.3.6). ARGV[5…]: downstream, kind, k, on_satisfied.
 -- Replies {"1"} when newly set.
 function FL.set_group_policy(keys, args)
+  need_enum(args, 6, 'edge dependency policy', { 'all_of', 'any_of', 'quorum' })
+  need_num(args, 7, 'group_count')
   local p = FL.ctx(keys, args)
   local f = FL.must_load(p)
   local g = f.groups[args[5]]
@@ -229,7 +231,7 @@ function FL.set_group_policy(keys, args)
       return { '0' }
     end
   end
-  f.groups[args[5]] = FL.new_group(args[6], tonumber(args[7]), args[8])
+  f.groups[args[5]] = FL.new_group(args[6], need_num(args, 7, 'group_count'), args[8])
   FL.put(p, f)
   return { '1' }
 end
@@ -531,7 +533,7 @@ function FL.cancel_flow_header(keys, args)
       for _, m in ipairs(members) do
         f.pending_cancels[m] = true
       end
-      f.cancel_backlog_at = p.now + tonumber(args[7])
+      f.cancel_backlog_at = p.now + need_num(args, 7, 'cancel_backlog_delay_ms')
       redis.call('ZADD', p.idx('cancel_backlog'), fmt(f.cancel_backlog_at), p.fid)
     end
     FL.put(p, f)
@@ -593,7 +595,7 @@ end
 function FL.set_flow_tags(keys, args)
   local p = FL.ctx(keys, args)
   local f = FL.must_load(p)
-  local n = tonumber(args[5])
+  local n = need_list(args, 5, 'tag count', 2)
   f.tags = f.tags or {}
   for i = 0, n - 1 do
     f.tags[args[6 + 2 * i]] = args[7 + 2 * i]
@@ -859,18 +861,18 @@ function FL.scanner_pass(p, kind, batch)
   return examined, acted
 end
 
-SP.register('ff_create_flow', FL.create_flow, {})
-SP.register('ff_add_execution_to_flow', FL.add_member, {})
-SP.register('ff_stage_dependency_edge', FL.stage_edge, {})
-SP.register('ff_set_edge_group_policy', FL.set_group_policy, {})
-SP.register('ff_apply_dependency_to_child', FL.apply_dependency, {})
-SP.register('ff_resolve_dependency', FL.resolve_dependency, {})
-SP.register('ff_cancel_flow_header', FL.cancel_flow_header, {})
-SP.register('ff_ack_cancel_member', FL.ack_cancel_member, {})
-SP.register('ff_promote_blocked_to_eligible', FL.promote_blocked, {})
-SP.register('ff_set_flow_tags', FL.set_flow_tags, {})
-SP.register('ff_describe_flow', FL.describe_flow, { 'no-writes' })
-SP.register('ff_evaluate_flow_eligibility', FL.eligibility, { 'no-writes' })
+SP.register('ff_create_flow', FL.create_flow, {}, 6)
+SP.register('ff_add_execution_to_flow', FL.add_member, {}, 5)
+SP.register('ff_stage_dependency_edge', FL.stage_edge, {}, 10)
+SP.register('ff_set_edge_group_policy', FL.set_group_policy, {}, 8)
+SP.register('ff_apply_dependency_to_child', FL.apply_dependency, {}, 5)
+SP.register('ff_resolve_dependency', FL.resolve_dependency, {}, 6)
+SP.register('ff_cancel_flow_header', FL.cancel_flow_header, {}, 7)
+SP.register('ff_ack_cancel_member', FL.ack_cancel_member, {}, 5)
+SP.register('ff_promote_blocked_to_eligible', FL.promote_blocked, {}, 4)
+SP.register('ff_set_flow_tags', FL.set_flow_tags, {}, 5)
+SP.register('ff_describe_flow', FL.describe_flow, { 'no-writes' }, 4)
+SP.register('ff_evaluate_flow_eligibility', FL.eligibility, { 'no-writes' }, 4)
 
 -- ff_read_completions: completion events after an event id, oldest first, as their JSON.
 -- KEYS[1] = the feed `<prefix>ff:completions`; ARGV: after, limit. Event ids are
@@ -881,8 +883,9 @@ function FL.read_completions(keys, args)
     return {}
   end
   local first_id = tonumber(cjson.decode(first).event_id)
-  local start = math.max(tonumber(args[1]) - first_id + 1, 0)
-  return redis.call('LRANGE', keys[1], start, start + tonumber(args[2]) - 1)
+  local after, limit = need_num(args, 1, 'after'), need_num(args, 2, 'limit')
+  local start = math.max(after - first_id + 1, 0)
+  return redis.call('LRANGE', keys[1], start, start + limit - 1)
 end
 
-SP.register('ff_read_completions', FL.read_completions, { 'no-writes' })
+SP.register('ff_read_completions', FL.read_completions, { 'no-writes' }, 2)

@@ -5,6 +5,8 @@
 local function renew_lease(keys, args)
   local c = ctx_of(keys, args)
   local now = c.now
+  local ttl = need_num(args, 9, 'lease_ttl_ms')
+  local grace = opt_num_arg(args, 10, 'lease_history_grace_ms') or 0
   local core = must_load(c)
   local fence = fence_arg(args, 6)
   if fence == nil then
@@ -25,13 +27,12 @@ local function renew_lease(keys, args)
     error(reject('stale_lease'))
   end
   check_fence_identity(core, fence)
-  local ttl = num(args[9])
   local expires = now + ttl
   local deadline = now + two_thirds(ttl)
   local lease = c.exec('lease:current')
   if redis.call('EXISTS', lease) == 1 then
     redis.call('HSET', lease, 'last_renewed_at', fmt(now), 'renewal_deadline', fmt(deadline),
-      'expires_at', fmt(expires), 'record_expires_at', fmt(expires + num(args[10])))
+      'expires_at', fmt(expires), 'record_expires_at', fmt(expires + grace))
   end
   core.lease_last_renewed_at = fmt(now)
   core.lease_renewal_deadline = fmt(deadline)
@@ -127,8 +128,8 @@ local function revoke_lease(keys, args)
 end
 
 redis.register_function{function_name = 'ff_renew_lease', flags = {},
-  callback = function(k, a) return guard(renew_lease, k, a) end}
+  callback = function(k, a) return guard(renew_lease, k, a, 10) end}
 redis.register_function{function_name = 'ff_mark_lease_expired_if_due', flags = {},
-  callback = function(k, a) return guard(mark_lease_expired_if_due, k, a) end}
+  callback = function(k, a) return guard(mark_lease_expired_if_due, k, a, 4) end}
 redis.register_function{function_name = 'ff_revoke_lease', flags = {},
-  callback = function(k, a) return guard(revoke_lease, k, a) end}
+  callback = function(k, a) return guard(revoke_lease, k, a, 6) end}

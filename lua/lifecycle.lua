@@ -176,12 +176,14 @@ end
 local function reclaim_execution(keys, args)
   local c = ctx_of(keys, args)
   local now = c.now
+  local ttl = need_num(args, 9, 'lease_ttl_ms')
+  local caller_cap = opt_num_arg(args, 11, 'max_reclaim_count')
   local core = must_load(c)
   if core.lifecycle_phase ~= 'active' or (core.ownership_state ~= 'lease_expired_reclaimable'
       and core.ownership_state ~= 'lease_revoked') then
     return { 'not_reclaimable', 'execution_not_reclaimable' }
   end
-  local cap = opt_num(core.policy_max_reclaim_count) or opt_num(args[11] ~= '' and args[11] or nil) or 1000
+  local cap = opt_num(core.policy_max_reclaim_count) or caller_cap or 1000
   if num(core.lease_reclaim_count) >= cap then
     reclaim_over_cap(c, core, args[6], now)
     return { 'cap_exceeded', fmt(cap) }
@@ -190,7 +192,7 @@ local function reclaim_execution(keys, args)
     return { 'grant_not_found' }
   end
   local a = {
-    worker_id = args[5], instance = args[6], lane = args[7], lease_id = args[8], ttl = num(args[9]),
+    worker_id = args[5], instance = args[6], lane = args[7], lease_id = args[8], ttl = ttl,
     attempt_id = args[10],
   }
   local reply = reclaim_onto_new_attempt(c, core, a, now)
@@ -247,8 +249,8 @@ end
 -- ff_set_execution_tags (§6.10). ARGV[5…]: pair count, then pairs (keys checked by the client).
 local function set_execution_tags(keys, args)
   local c = ctx_of(keys, args)
+  local n = need_list(args, 5, 'tag count', 2)
   local core = must_load(c)
-  local n = tonumber(args[5])
   for i = 0, n - 1 do
     redis.call('HSET', c.exec('tags'), args[6 + 2 * i], args[7 + 2 * i])
   end
@@ -329,6 +331,8 @@ end
 local function claim_resumed_execution(keys, args)
   local c = ctx_of(keys, args)
   local now = c.now
+  local ttl = need_num(args, 9, 'lease_ttl_ms')
+  local timeout = opt_num_arg(args, 10, 'attempt_timeout_ms')
   local core = must_load(c)
   if core.lifecycle_phase ~= 'runnable' then
     error(reject('execution_not_leaseable'))
@@ -338,8 +342,8 @@ local function claim_resumed_execution(keys, args)
   end
   check_grant(c, args[5], now)
   local r = {
-    worker_id = args[5], instance = args[6], lane = args[7], lease_id = args[8], ttl = num(args[9]),
-    timeout = opt_num(args[10] ~= '' and args[10] or nil), reason = 'claim_resumed',
+    worker_id = args[5], instance = args[6], lane = args[7], lease_id = args[8], ttl = ttl,
+    timeout = timeout, reason = 'claim_resumed',
   }
   local expires = resume_attempt(c, core, r, now)
   local attempt_type = 'initial'
@@ -353,6 +357,7 @@ end
 local function issue_grant_and_claim(keys, args)
   local c = ctx_of(keys, args)
   local now = c.now
+  local ttl = need_num(args, 7, 'lease_ttl_ms')
   local core = must_load(c)
   if core.lifecycle_phase ~= 'runnable' then
     error(reject('execution_not_eligible'))
@@ -371,7 +376,7 @@ local function issue_grant_and_claim(keys, args)
   end
   if core.attempt_state == 'attempt_interrupted' then
     local r = {
-      worker_id = 'operator', instance = 'operator', lane = args[5], lease_id = args[6], ttl = num(args[7]),
+      worker_id = 'operator', instance = 'operator', lane = args[5], lease_id = args[6], ttl = ttl,
       reason = 'issue_grant_and_claim_resumed',
     }
     resume_attempt(c, core, r, now)
@@ -383,7 +388,7 @@ local function issue_grant_and_claim(keys, args)
       error(reject('execution_not_eligible'))
     end
     local f = {
-      worker_id = 'operator', instance = 'operator', lane = args[5], lease_id = args[6], ttl = num(args[7]),
+      worker_id = 'operator', instance = 'operator', lane = args[5], lease_id = args[6], ttl = ttl,
       attempt_id = args[8], reason = 'issue_grant_and_claim',
     }
     start_fresh_attempt(c, core, f, now)
@@ -392,20 +397,20 @@ local function issue_grant_and_claim(keys, args)
 end
 
 redis.register_function{function_name = 'ff_cancel_execution', flags = {},
-  callback = function(k, a) return guard(cancel_execution, k, a) end}
+  callback = function(k, a) return guard(cancel_execution, k, a, 9) end}
 redis.register_function{function_name = 'ff_delay_execution', flags = {},
-  callback = function(k, a) return guard(delay_execution, k, a) end}
+  callback = function(k, a) return guard(delay_execution, k, a, 9) end}
 redis.register_function{function_name = 'ff_move_to_waiting_children', flags = {},
-  callback = function(k, a) return guard(move_to_waiting_children, k, a) end}
+  callback = function(k, a) return guard(move_to_waiting_children, k, a, 8) end}
 redis.register_function{function_name = 'ff_reclaim_execution', flags = {},
-  callback = function(k, a) return guard(reclaim_execution, k, a) end}
+  callback = function(k, a) return guard(reclaim_execution, k, a, 11) end}
 redis.register_function{function_name = 'ff_expire_execution', flags = {},
-  callback = function(k, a) return guard(expire_execution, k, a) end}
+  callback = function(k, a) return guard(expire_execution, k, a, 5) end}
 redis.register_function{function_name = 'ff_set_execution_tags', flags = {},
-  callback = function(k, a) return guard(set_execution_tags, k, a) end}
+  callback = function(k, a) return guard(set_execution_tags, k, a, 5) end}
 redis.register_function{function_name = 'ff_replay_execution', flags = {},
-  callback = function(k, a) return guard(replay_execution, k, a) end}
+  callback = function(k, a) return guard(replay_execution, k, a, 4) end}
 redis.register_function{function_name = 'ff_claim_resumed_execution', flags = {},
-  callback = function(k, a) return guard(claim_resumed_execution, k, a) end}
+  callback = function(k, a) return guard(claim_resumed_execution, k, a, 10) end}
 redis.register_function{function_name = 'ff_issue_grant_and_claim', flags = {},
-  callback = function(k, a) return guard(issue_grant_and_claim, k, a) end}
+  callback = function(k, a) return guard(issue_grant_and_claim, k, a, 8) end}

@@ -60,13 +60,13 @@ local function list_executions(keys, args)
   if args[4] ~= '' then
     min = '(' .. args[4]
   end
-  return redis.call('ZRANGEBYLEX', p.idx('all_executions'), min, '+', 'LIMIT', 0, tonumber(args[5]))
+  return redis.call('ZRANGEBYLEX', p.idx('all_executions'), min, '+', 'LIMIT', 0, need_num(args, 5, 'limit'))
 end
 
 -- ff_scan_eligible (partition convention): the head of a lane's eligible index. ARGV[4…]: lane, limit.
 local function scan_eligible(keys, args)
   local p = partition_ctx(keys, args)
-  return redis.call('ZRANGE', p.idx('lane:' .. args[4] .. ':eligible'), 0, tonumber(args[5]) - 1)
+  return redis.call('ZRANGE', p.idx('lane:' .. args[4] .. ':eligible'), 0, need_num(args, 5, 'limit') - 1)
 end
 
 -- ff_list_expired_leases (partition convention): entries with expiry ≤ as_of strictly
@@ -76,7 +76,9 @@ end
 local function list_expired_leases(keys, args)
   local p = partition_ctx(keys, args)
   local key = p.idx('lease_expiry')
-  local limit = tonumber(args[7])
+  need_num(args, 4, 'as_of')
+  opt_num_arg(args, 5, 'cursor_score')
+  local limit = need_num(args, 7, 'limit')
   local rows = {}
   if args[5] ~= '' then
     -- Same score, members after the cursor id, then higher scores.
@@ -114,19 +116,19 @@ end
 
 local RO = { 'no-writes' }
 redis.register_function{function_name = 'ff_describe_execution', flags = RO,
-  callback = function(k, a) return guard(describe_execution, k, a) end}
+  callback = function(k, a) return guard(describe_execution, k, a, 4) end}
 redis.register_function{function_name = 'ff_read_execution_context', flags = RO,
-  callback = function(k, a) return guard(read_execution_context, k, a) end}
+  callback = function(k, a) return guard(read_execution_context, k, a, 4) end}
 redis.register_function{function_name = 'ff_get_execution_result', flags = RO,
-  callback = function(k, a) return guard(get_execution_result, k, a) end}
+  callback = function(k, a) return guard(get_execution_result, k, a, 4) end}
 redis.register_function{function_name = 'ff_get_execution_tag', flags = RO,
-  callback = function(k, a) return guard(get_execution_tag, k, a) end}
+  callback = function(k, a) return guard(get_execution_tag, k, a, 5) end}
 redis.register_function{function_name = 'ff_read_lease_history', flags = RO,
-  callback = function(k, a) return guard(read_lease_history, k, a) end}
+  callback = function(k, a) return guard(read_lease_history, k, a, 4) end}
 redis.register_function{function_name = 'ff_list_executions', flags = RO,
-  callback = function(k, a) return guard(list_executions, k, a) end}
+  callback = function(k, a) return guard(list_executions, k, a, 5) end}
 redis.register_function{function_name = 'ff_scan_eligible', flags = RO,
-  callback = function(k, a) return guard(scan_eligible, k, a) end}
+  callback = function(k, a) return guard(scan_eligible, k, a, 5) end}
 redis.register_function{function_name = 'ff_list_expired_leases', flags = RO,
-  callback = function(k, a) return guard(list_expired_leases, k, a) end}
+  callback = function(k, a) return guard(list_expired_leases, k, a, 7) end}
 redis.register_function{function_name = 'ff_version', flags = RO, callback = version}

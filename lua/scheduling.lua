@@ -51,7 +51,7 @@ end
 -- ARGV[5…] of both grants: worker id, instance, lane, capability hash, ttl,
 -- route snapshot, admission summary, worker capability CSV.
 local function write_grant(c, args, now)
-  local expires = now + num(args[9])
+  local expires = now + need_num(args, 9, 'grant_ttl_ms')
   local key = c.exec('claim_grant')
   redis.call('DEL', key)
   redis.call('HSET', key, 'worker_id', args[5], 'worker_instance_id', args[6], 'lane_id', args[7],
@@ -63,6 +63,7 @@ end
 -- ff_issue_claim_grant (§6.15).
 local function issue_claim_grant(keys, args)
   local c = ctx_of(keys, args)
+  need_num(args, 9, 'grant_ttl_ms')
   local now = c.now
   local core = must_load(c)
   if core.lifecycle_phase ~= 'runnable' or core.eligibility_state ~= 'eligible_now' then
@@ -85,6 +86,7 @@ end
 -- ff_issue_reclaim_grant (§6.20).
 local function issue_reclaim_grant(keys, args)
   local c = ctx_of(keys, args)
+  need_num(args, 9, 'grant_ttl_ms')
   local now = c.now
   local core = must_load(c)
   if core.lifecycle_phase ~= 'active' or (core.ownership_state ~= 'lease_expired_reclaimable'
@@ -105,6 +107,7 @@ end
 -- ff_change_priority (§6.16). ARGV[5]: the clamped priority.
 local function change_priority(keys, args)
   local c = ctx_of(keys, args)
+  need_num(args, 5, 'priority')
   local core = must_load(c)
   if core.lifecycle_phase ~= 'runnable' or core.eligibility_state ~= 'eligible_now' then
     error(reject('execution_not_eligible'))
@@ -330,7 +333,7 @@ end
 -- ARGV[4…]: scanner kind, batch. Replies {examined, acted}.
 local function run_scanner(keys, args)
   local p = partition_ctx(keys, args)
-  local now, kind, batch = p.now, args[4], tonumber(args[5])
+  local now, kind, batch = p.now, args[4], need_num(args, 5, 'batch')
   local examined, acted = 0, 0
   local function for_due(key, act)
     for _, eid in ipairs(due_members(key, now, batch)) do
@@ -374,18 +377,18 @@ local function run_scanner(keys, args)
 end
 
 redis.register_function{function_name = 'ff_issue_claim_grant', flags = {},
-  callback = function(k, a) return guard(issue_claim_grant, k, a) end}
+  callback = function(k, a) return guard(issue_claim_grant, k, a, 12) end}
 redis.register_function{function_name = 'ff_issue_reclaim_grant', flags = {},
-  callback = function(k, a) return guard(issue_reclaim_grant, k, a) end}
+  callback = function(k, a) return guard(issue_reclaim_grant, k, a, 12) end}
 redis.register_function{function_name = 'ff_change_priority', flags = {},
-  callback = function(k, a) return guard(change_priority, k, a) end}
+  callback = function(k, a) return guard(change_priority, k, a, 5) end}
 redis.register_function{function_name = 'ff_update_progress', flags = {},
-  callback = function(k, a) return guard(update_progress, k, a) end}
+  callback = function(k, a) return guard(update_progress, k, a, 9) end}
 redis.register_function{function_name = 'ff_promote_delayed', flags = {},
-  callback = function(k, a) return guard(promote_delayed, k, a) end}
+  callback = function(k, a) return guard(promote_delayed, k, a, 5) end}
 redis.register_function{function_name = 'ff_block_execution_for_admission', flags = {},
-  callback = function(k, a) return guard(block_execution, k, a) end}
+  callback = function(k, a) return guard(block_execution, k, a, 6) end}
 redis.register_function{function_name = 'ff_unblock_execution', flags = {},
-  callback = function(k, a) return guard(unblock_execution, k, a) end}
+  callback = function(k, a) return guard(unblock_execution, k, a, 5) end}
 redis.register_function{function_name = 'ff_run_scanner', flags = {},
-  callback = function(k, a) return guard(run_scanner, k, a) end}
+  callback = function(k, a) return guard(run_scanner, k, a, 5) end}

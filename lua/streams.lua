@@ -114,9 +114,12 @@ end
 function ST.append_args(args)
   return {
     index = args[5], lease_id = args[6], epoch = args[7], attempt_id = args[8], retention = args[9],
-    mode = args[10], ttl = tonumber(args[11]), floor = tonumber(args[12]), ceiling = tonumber(args[13]),
-    alpha = tonumber(args[14]), frame_type = args[15], payload = args[16], correlation = args[17],
-    bytes = tonumber(args[18]), base_version = tonumber(args[19]), document = args[20],
+    mode = need_enum(args, 10, 'stream mode', { 'durable', 'summary', 'best_effort' }),
+    ttl = need_num(args, 11, 'ttl_ms'), floor = need_num(args, 12, 'maxlen_floor'),
+    ceiling = need_num(args, 13, 'maxlen_ceiling'), alpha = need_num(args, 14, 'ema_alpha'),
+    frame_type = args[15], payload = args[16], correlation = args[17],
+    bytes = need_num(args, 18, 'payload_bytes'),
+    base_version = need_num(args, 19, 'base_version'), document = args[20],
     reject_code = args[21], reject_detail = args[22],
   }
 end
@@ -208,12 +211,24 @@ function ST.append_frame(keys, args)
   return { 'appended', id, meta.frame_count, summary and fmt(summary.version) or '' }
 end
 
+-- ARGV[i] as an XRANGE bound: `-`, `+`, `<ms>` or `<ms>-<seq>`, else `invalid_input`.
+function ST.need_stream_id(args, i, name)
+  local v = args[i]
+  if v == '-' or v == '+' or string.match(v, '^%d+$') or string.match(v, '^%d+%-%d+$') then
+    return v
+  end
+  error(reject('invalid_input', name .. ' is not a stream id: ' .. tostring(v)))
+end
+
 -- ff_read_stream (spec 02 §12.7–12.8): {closed_at, closed_reason, entries…} for the inclusive
 -- range; each entry is {id, {field, value, …}}. ARGV[5…]: attempt index, lower id, upper id, count.
 function ST.read_stream(keys, args)
   local c = ctx_of(keys, args)
-  local meta = redis.call('HMGET', c.stream_meta(tonumber(args[5])), 'closed_at', 'closed_reason',
-    'data_expires_at')
+  local index = need_num(args, 5, 'attempt_index')
+  ST.need_stream_id(args, 6, 'lower id')
+  ST.need_stream_id(args, 7, 'upper id')
+  need_num(args, 8, 'count')
+  local meta = redis.call('HMGET', c.stream_meta(index), 'closed_at', 'closed_reason', 'data_expires_at')
   local out = { meta[1] or '', meta[2] or '' }
   if meta[3] and c.now > tonumber(meta[3]) then
     return out
@@ -237,6 +252,6 @@ function ST.read_summary(keys, args)
   return { r[1] or '', r[2], r[3] or '0', r[4] or '0' }
 end
 
-SP.register('ff_append_frame', ST.append_frame, {})
-SP.register('ff_read_stream', ST.read_stream, { 'no-writes' })
-SP.register('ff_read_summary', ST.read_summary, { 'no-writes' })
+SP.register('ff_append_frame', ST.append_frame, {}, 22)
+SP.register('ff_read_stream', ST.read_stream, { 'no-writes' }, 8)
+SP.register('ff_read_summary', ST.read_summary, { 'no-writes' }, 5)

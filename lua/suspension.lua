@@ -196,7 +196,7 @@ end
 function SP.rotate(keys, args)
   local p = partition_ctx(keys, args)
   local ks = SP.keystore_key(p.prefix, p.tag)
-  local kid, secret, grace = args[4], args[5], tonumber(args[6])
+  local kid, secret, grace = args[4], args[5], need_num(args, 6, 'grace_ms')
   local current = redis.call('HGET', ks, 'current_kid')
   if current == kid then
     local stored = redis.call('HGET', ks, 'secret:' .. kid)
@@ -524,7 +524,7 @@ function SP.create_pending_waitpoint(keys, args)
   end
   local token = SP.mint(c.prefix, c.tag, wp_id, wp_key, now)
   local w = SP.new_wp(c, core, wp_id, wp_key, token, now, 'pending')
-  local expires = now + tonumber(args[11])
+  local expires = now + need_num(args, 11, 'expires_in_ms')
   w.expires_at = fmt(expires)
   SP.put_wp(c.prefix, c.tag, w)
   redis.call('ZADD', c.idx('pending_waitpoint_expiry'), fmt(expires), wp_id)
@@ -657,14 +657,20 @@ end
 -- primary key (for pending: "elsewhere_pending" / "elsewhere_not_pending" when the client
 -- found the waitpoint on another partition, else ""), extra count, then (id, key) per extra.
 function SP.suspend_args(args)
+  opt_num_arg(args, 13, 'timeout_at')
+  need_enum(args, 19, 'primary waitpoint kind', { 'fresh', 'pending' })
   local r = {
     attempt_index = args[5], fence = fence_arg(args, 6), suspension_id = args[9], reason_code = args[10],
     blocking_reason = args[11], requested_by = args[12], timeout_at = args[13] ~= '' and args[13] or nil,
     timeout_behavior = args[14], cmp = args[15], idem = args[16], cond_json = args[17], policy = args[18],
     primary_kind = args[19], primary_id = args[20], primary_key = args[21], extras = {},
   }
-  r.cond = cjson.decode(r.cond_json)
-  for i = 0, tonumber(args[22]) - 1 do
+  local decoded, cond = pcall(cjson.decode, r.cond_json)
+  if not decoded or type(cond) ~= 'table' then
+    error(reject('invalid_input', 'resume condition is not a JSON object'))
+  end
+  r.cond = cond
+  for i = 0, need_list(args, 22, 'extra waitpoint count', 2) - 1 do
     r.extras[#r.extras + 1] = { args[23 + 2 * i], args[24 + 2 * i] }
   end
   return r
@@ -866,18 +872,21 @@ end
 -- source identity, payload flag, payload, encoding, correlation id, idempotency key, created_at,
 -- dedup ttl, resume delay, max signals, log length, token ("" = default / none for the options).
 function SP.signal_args(args)
-  local function opt(i, default)
+  local function opt(i, default, name)
     if args[i] == '' then
       return default
     end
-    return tonumber(args[i])
+    return need_num(args, i, name)
   end
   return {
     wp = args[5], sid = args[6], name = args[7], category = args[8], source_type = args[9],
     source_identity = args[10], payload = args[11] == '1' and args[12] or '',
     encoding = args[13] ~= '' and args[13] or 'json', correlation = args[14], idem = args[15],
-    created_at = opt(16, nil), dedup_ttl = opt(17, SP.SIGNAL_DEDUP_TTL_MS_DEFAULT), resume_delay = opt(18, 0),
-    max_signals = opt(19, SP.SIGNALS_PER_EXECUTION_MAX_DEFAULT), maxlen = opt(20, SP.SIGNAL_LOG_LEN_DEFAULT),
+    created_at = opt(16, nil, 'created_at'),
+    dedup_ttl = opt(17, SP.SIGNAL_DEDUP_TTL_MS_DEFAULT, 'dedup_ttl_ms'),
+    resume_delay = opt(18, 0, 'resume_delay_ms'),
+    max_signals = opt(19, SP.SIGNALS_PER_EXECUTION_MAX_DEFAULT, 'max_signals_per_execution'),
+    maxlen = opt(20, SP.SIGNAL_LOG_LEN_DEFAULT, 'signal_maxlen'),
     token = args[21],
   }
 end
@@ -924,6 +933,7 @@ end
 function SP.resume_execution(keys, args)
   local c = ctx_of(keys, args)
   local now = c.now
+  local delay = need_num(args, 5, 'resume_delay_ms')
   local core = must_load(c)
   if core.lifecycle_phase ~= 'suspended' then
     error(reject('execution_not_suspended'))
@@ -932,7 +942,6 @@ function SP.resume_execution(keys, args)
   if not susp then
     error(reject('execution_not_suspended'))
   end
-  local delay = tonumber(args[5])
   SP.resume_core(c, core, delay, 'resume delay ' .. fmt(delay) .. 'ms', now)
   SP.close_susp(c, susp, nil, 'resumed', 'resumed', true, now)
   SP.put_susp(c, susp)
@@ -1077,7 +1086,7 @@ end
 function SP.list_pending_waitpoints(keys, args)
   local c = ctx_of(keys, args)
   must_load(c)
-  local limit = tonumber(args[6])
+  local limit = need_num(args, 6, 'limit')
   local from = '-'
   if args[5] ~= '' then
     from = '(' .. args[5]
@@ -1099,7 +1108,7 @@ end
 -- Replies rows {id, suspended-index score, reason}, at most limit + 1.
 function SP.list_suspended(keys, args)
   local p = partition_ctx(keys, args)
-  local after, limit = args[4], tonumber(args[5])
+  local after, limit = args[4], need_num(args, 5, 'limit')
   local all = {}
   local lanes = redis.call('ZRANGE', p.prefix .. 'ff:idx:lanes', 0, SP.LANES_PER_PASS_MAX - 1)
   for _, lane in ipairs(lanes) do
@@ -1142,22 +1151,23 @@ function SP.list_suspended(keys, args)
   return out
 end
 
--- Registers a contract (load-time code may not use library globals such as `pairs`).
-function SP.register(name, body, flags)
+-- Registers a contract taking at least `argc` arguments (load-time code may not use
+-- library globals such as `pairs`).
+function SP.register(name, body, flags, argc)
   redis.register_function{function_name = name, flags = flags,
-    callback = function(k, a) return guard(body, k, a) end}
+    callback = function(k, a) return guard(body, k, a, argc) end}
 end
 
-SP.register('ff_seed_hmac_secret', SP.seed, {})
-SP.register('ff_rotate_hmac_secret', SP.rotate, {})
-SP.register('ff_create_pending_waitpoint', SP.create_pending_waitpoint, {})
-SP.register('ff_close_waitpoint', SP.close_waitpoint, {})
-SP.register('ff_suspend_execution', SP.suspend, {})
-SP.register('ff_deliver_signal', SP.deliver_signal, {})
-SP.register('ff_resume_execution', SP.resume_execution, {})
-SP.register('ff_expire_suspension', SP.expire_suspension, {})
-SP.register('ff_list_hmac_kids', SP.list_kids, { 'no-writes' })
-SP.register('ff_read_waitpoint_token', SP.read_waitpoint_token, { 'no-writes' })
-SP.register('ff_observe_signals', SP.observe_signals, { 'no-writes' })
-SP.register('ff_list_pending_waitpoints', SP.list_pending_waitpoints, { 'no-writes' })
-SP.register('ff_list_suspended', SP.list_suspended, { 'no-writes' })
+SP.register('ff_seed_hmac_secret', SP.seed, {}, 5)
+SP.register('ff_rotate_hmac_secret', SP.rotate, {}, 6)
+SP.register('ff_create_pending_waitpoint', SP.create_pending_waitpoint, {}, 12)
+SP.register('ff_close_waitpoint', SP.close_waitpoint, {}, 6)
+SP.register('ff_suspend_execution', SP.suspend, {}, 22)
+SP.register('ff_deliver_signal', SP.deliver_signal, {}, 21)
+SP.register('ff_resume_execution', SP.resume_execution, {}, 5)
+SP.register('ff_expire_suspension', SP.expire_suspension, {}, 4)
+SP.register('ff_list_hmac_kids', SP.list_kids, { 'no-writes' }, 3)
+SP.register('ff_read_waitpoint_token', SP.read_waitpoint_token, { 'no-writes' }, 4)
+SP.register('ff_observe_signals', SP.observe_signals, { 'no-writes' }, 4)
+SP.register('ff_list_pending_waitpoints', SP.list_pending_waitpoints, { 'no-writes' }, 6)
+SP.register('ff_list_suspended', SP.list_suspended, { 'no-writes' }, 5)

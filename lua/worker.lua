@@ -35,7 +35,7 @@ local function register_worker(keys, args)
   redis.call('DEL', key)
   redis.call('HSET', key, 'worker_id', args[4], 'liveness_ttl_ms', args[5], 'lanes', args[6],
     'capabilities', args[7], 'registered_at_ms', registered_at, 'last_heartbeat_ms', fmt(now),
-    'alive_until_ms', fmt(now + num(args[5])))
+    'alive_until_ms', fmt(now + need_num(args, 5, 'liveness_ttl_ms')))
   redis.call('ZADD', keys[1], 0, args[3])
   if existing then
     return { 'refreshed' }
@@ -71,7 +71,7 @@ end
 -- {instance, worker id, lanes JSON, capabilities JSON, last heartbeat, ttl, registered at}.
 local function list_workers(keys, args)
   local now = now_ms(args[1])
-  local limit = tonumber(args[4])
+  local limit = need_num(args, 4, 'limit')
   local after = args[3]
   local rows = {}
   -- Expired registrations are skipped, so read in pages until the page is full.
@@ -104,10 +104,10 @@ local function list_workers(keys, args)
 end
 
 redis.register_function{function_name = 'ff_register_worker', flags = {},
-  callback = function(k, a) return guard(register_worker, k, a) end}
+  callback = function(k, a) return guard(register_worker, k, a, 7) end}
 redis.register_function{function_name = 'ff_heartbeat_worker', flags = {},
-  callback = function(k, a) return guard(heartbeat_worker, k, a) end}
+  callback = function(k, a) return guard(heartbeat_worker, k, a, 3) end}
 redis.register_function{function_name = 'ff_mark_worker_dead', flags = {},
-  callback = function(k, a) return guard(mark_worker_dead, k, a) end}
+  callback = function(k, a) return guard(mark_worker_dead, k, a, 3) end}
 redis.register_function{function_name = 'ff_list_workers', flags = { 'no-writes' },
-  callback = function(k, a) return guard(list_workers, k, a) end}
+  callback = function(k, a) return guard(list_workers, k, a, 4) end}

@@ -19,7 +19,13 @@ pub const CLAIM_POLL_INTERVAL_MS_DEFAULT: u64 = 1_000;
 /// Longest worker id or instance id, in bytes.
 pub const WORKER_ID_BYTES_MAX: usize = 256;
 
-/// Which backend to open: `memory` or `sqlite:PATH`.
+/// Which backend to open: `memory`, `sqlite:PATH` or `valkey://HOST:PORT[/PREFIX]`.
+///
+/// The Valkey form names the server's host (a name, an IPv4 address or a bracketed IPv6
+/// address) and port, and optionally a key prefix after the first `/` that every key of this
+/// deployment starts with (so several deployments or tests share one server); the prefix
+/// runs to the end of the string and must not contain `{` or `}`. Examples:
+/// `valkey://127.0.0.1:6379`, `valkey://127.0.0.1:6379/tenant-a:`.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub enum BackendConfig {
     /// The in-memory reference backend (nothing survives the process).
@@ -30,16 +36,35 @@ pub enum BackendConfig {
         /// The database file, or `:memory:`.
         path: PathBuf,
     },
+    /// A Valkey server holding the `flowfabric` function library (loaded on open).
+    Valkey {
+        /// Host name or address (brackets of an IPv6 address removed).
+        host: String,
+        /// TCP port.
+        port: u16,
+        /// Prepended to every key (empty: none).
+        key_prefix: String,
+    },
 }
+
+/// The URL scheme of the Valkey backend.
+const VALKEY_SCHEME: &str = "valkey://";
 
 impl FromStr for BackendConfig {
     type Err = SdkError;
 
-    /// Parses `memory` or `sqlite:PATH` (case-insensitive scheme); errors: `Config`.
+    /// Parses `memory`, `sqlite:PATH` or `valkey://HOST:PORT[/PREFIX]` (case-insensitive
+    /// scheme); errors: `Config`.
     fn from_str(s: &str) -> Result<Self, SdkError> {
         let trimmed = s.trim();
         if trimmed.is_empty() || trimmed.eq_ignore_ascii_case("memory") {
             return Ok(Self::Memory);
+        }
+        if trimmed.len() >= VALKEY_SCHEME.len()
+            && trimmed.is_char_boundary(VALKEY_SCHEME.len())
+            && trimmed[..VALKEY_SCHEME.len()].eq_ignore_ascii_case(VALKEY_SCHEME)
+        {
+            return parse_valkey(&trimmed[VALKEY_SCHEME.len()..]);
         }
         match trimmed.split_once(':') {
             Some((scheme, path)) if scheme.eq_ignore_ascii_case("sqlite") && !path.is_empty() => {
@@ -48,27 +73,77 @@ impl FromStr for BackendConfig {
             _ => Err(SdkError::config(
                 "backend_config",
                 None,
-                format!("unknown backend {trimmed:?}: expected `memory` or `sqlite:PATH`"),
+                format!(
+                    "unknown backend {trimmed:?}: expected `memory`, `sqlite:PATH` or \
+                     `valkey://HOST:PORT[/PREFIX]`"
+                ),
             )),
         }
     }
 }
 
+/// Parses the part of a Valkey backend URL after `valkey://`: `HOST:PORT[/PREFIX]`.
+fn parse_valkey(rest: &str) -> Result<BackendConfig, SdkError> {
+    let bad = |message: String| SdkError::config("backend_config", Some("valkey"), message);
+    let (authority, key_prefix) = rest.split_once('/').unwrap_or((rest, ""));
+    let (host, port) = match authority.strip_prefix('[') {
+        Some(bracketed) => {
+            let (host, after) =
+                bracketed.split_once(']').ok_or_else(|| bad(format!("unclosed `[` in {authority:?}")))?;
+            let port = after
+                .strip_prefix(':')
+                .ok_or_else(|| bad(format!("{authority:?} has no `:PORT` after the address")))?;
+            (host, port)
+        }
+        None => authority.rsplit_once(':').ok_or_else(|| bad(format!("{authority:?} is not HOST:PORT")))?,
+    };
+    if host.is_empty() {
+        return Err(bad(format!("{authority:?} has an empty host")));
+    }
+    let port: u16 = port.parse().map_err(|_| bad(format!("port {port:?} is not a number in 1..=65535")))?;
+    if port == 0 {
+        return Err(bad("port 0 is not a server port".into()));
+    }
+    if key_prefix.contains(['{', '}']) {
+        return Err(bad(format!("key prefix {key_prefix:?} must not contain `{{` or `}}`")));
+    }
+    Ok(BackendConfig::Valkey { host: host.to_owned(), port, key_prefix: key_prefix.to_owned() })
+}
+
 impl BackendConfig {
-    /// Opens the backend on the wall clock with these partition counts; errors: `Engine` on open failure.
+    /// Opens the backend on the wall clock with these partition counts (any backend, Valkey
+    /// included); errors: `Config` (partitions), `Engine` on open or connect failure.
+    pub async fn connect(&self, partitions: PartitionConfig) -> Result<Arc<dyn EngineBackend>, SdkError> {
+        let Self::Valkey { host, port, key_prefix } = self else {
+            return self.open(partitions);
+        };
+        validate_partitions(partitions)?;
+        let config = ff_backend_valkey::ValkeyConfig {
+            host: host.clone(),
+            port: *port,
+            key_prefix: key_prefix.clone(),
+            partitions,
+            // Every call then reads the server's TIME, the one clock all clients share.
+            clock: None,
+        };
+        let backend = ff_backend_valkey::ValkeyBackend::connect(config).await?;
+        Ok(Arc::new(backend))
+    }
+
+    /// Opens a memory or SQLite backend on the wall clock (a Valkey backend needs the async
+    /// [`BackendConfig::connect`]); errors: `Config`, `Engine` on open failure.
     pub fn open(&self, partitions: PartitionConfig) -> Result<Arc<dyn EngineBackend>, SdkError> {
         self.open_with_clock(Arc::new(SystemClock), partitions)
     }
 
-    /// Opens the backend on an injected clock; errors: `Engine` on open failure.
+    /// Opens a memory or SQLite backend on an injected clock (Valkey: see
+    /// [`BackendConfig::connect`]); errors: `Config`, `Engine` on open failure.
     pub fn open_with_clock(
         &self,
         clock: Arc<dyn Clock>,
         partitions: PartitionConfig,
     ) -> Result<Arc<dyn EngineBackend>, SdkError> {
-        partitions
-            .validate()
-            .map_err(|e| SdkError::config("backend_config", Some("partitions"), e.to_string()))?;
+        validate_partitions(partitions)?;
         match self {
             Self::Memory => {
                 let runner = ff_backend_memory::MemoryRunner::new(clock, partitions);
@@ -79,8 +154,18 @@ impl BackendConfig {
                 let backend = ff_backend_sqlite::open(path, options).map_err(ff_core::EngineError::from)?;
                 Ok(Arc::new(backend))
             }
+            Self::Valkey { .. } => Err(SdkError::config(
+                "backend_config",
+                Some("valkey"),
+                "a Valkey backend is opened with the async `BackendConfig::connect`",
+            )),
         }
     }
+}
+
+/// Checks partition counts; errors: `Config{field: partitions}`.
+fn validate_partitions(partitions: PartitionConfig) -> Result<(), SdkError> {
+    partitions.validate().map_err(|e| SdkError::config("backend_config", Some("partitions"), e.to_string()))
 }
 
 /// A worker's settings. Build it as a struct literal over [`WorkerConfig::default`].

@@ -123,7 +123,7 @@ impl FlowFabricWorker {
             return Err(SdkError::config("worker_config", Some("backend"), "is required by connect"));
         };
         let partitions = config.partition_config.unwrap_or_default();
-        let backend = backend_config.open(partitions)?;
+        let backend = backend_config.connect(partitions).await?;
         backend.server_time_ms().await?;
         let worker = Self::connect_with(config, backend)?;
         worker.register().await?;

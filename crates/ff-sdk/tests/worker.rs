@@ -97,6 +97,44 @@ fn backend_config_parses_memory_and_sqlite() {
     assert!(matches!("sqlite:".parse::<BackendConfig>(), Err(SdkError::Config { .. })));
 }
 
+#[test]
+fn backend_config_parses_valkey_urls() {
+    use ff_sdk::BackendConfig;
+    let valkey = |host: &str, port: u16, key_prefix: &str| BackendConfig::Valkey {
+        host: host.into(),
+        port,
+        key_prefix: key_prefix.into(),
+    };
+    let parsed = |s: &str| s.parse::<BackendConfig>().ok();
+    assert_eq!(parsed("valkey://127.0.0.1:6391"), Some(valkey("127.0.0.1", 6391, "")));
+    assert_eq!(parsed("VALKEY://localhost:6379/"), Some(valkey("localhost", 6379, "")));
+    assert_eq!(parsed("valkey://127.0.0.1:6379/tenant-a:"), Some(valkey("127.0.0.1", 6379, "tenant-a:")));
+    assert_eq!(parsed("valkey://127.0.0.1:6379/a/b"), Some(valkey("127.0.0.1", 6379, "a/b")));
+    assert_eq!(parsed("valkey://[::1]:6379/p:"), Some(valkey("::1", 6379, "p:")));
+    for bad in [
+        "valkey://",
+        "valkey://127.0.0.1",
+        "valkey://:6379",
+        "valkey://127.0.0.1:0",
+        "valkey://127.0.0.1:65536",
+        "valkey://127.0.0.1:port",
+        "valkey://[::1/p",
+        "valkey://[::1]6379",
+        "valkey://127.0.0.1:6379/{tag}",
+    ] {
+        let r = bad.parse::<BackendConfig>();
+        assert!(matches!(r, Err(SdkError::Config { field: Some("valkey"), .. })), "{bad}: {r:?}");
+    }
+}
+
+#[test]
+fn sync_open_refuses_valkey() {
+    let config =
+        ff_sdk::BackendConfig::Valkey { host: "127.0.0.1".into(), port: 1, key_prefix: String::new() };
+    let r = config.open(ff_core::PartitionConfig::default());
+    assert!(matches!(r, Err(SdkError::Config { field: Some("valkey"), .. })), "{:?}", r.err());
+}
+
 #[tokio::test]
 async fn permits_are_released_on_drop_and_on_terminal_ops() {
     let env = Env::new();

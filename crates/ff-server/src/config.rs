@@ -16,7 +16,7 @@ pub const LISTEN_ADDR_DEFAULT: &str = "127.0.0.1:9090";
 /// Everything the server needs to boot.
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
-    /// Which backend to open (`memory` by default, or `sqlite:PATH`).
+    /// Which backend to open (`memory` by default, `sqlite:PATH` or `valkey://HOST:PORT[/PREFIX]`).
     pub backend: BackendConfig,
     /// Bearer token; `None` turns auth off.
     pub api_token: Option<String>,

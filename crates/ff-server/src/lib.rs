@@ -101,7 +101,7 @@ impl Drop for ServerHandle {
 /// Errors: `Config` (invalid config), `Backend` (open or seed failure), `Io`.
 pub async fn serve(config: ServerConfig, listener: TcpListener) -> Result<ServerHandle, ServerError> {
     config.validate()?;
-    let backend = config.backend.open(config.partitions).map_err(|e| match e {
+    let backend = config.backend.connect(config.partitions).await.map_err(|e| match e {
         ff_sdk::SdkError::Engine(e) => ServerError::Backend(*e),
         other => ServerError::Config(other.to_string()),
     })?;

@@ -14,7 +14,7 @@ struct Args {
     /// HTTP bind address.
     #[arg(long, env = "FF_LISTEN_ADDR", default_value = LISTEN_ADDR_DEFAULT)]
     listen: SocketAddr,
-    /// Backend: `memory` or `sqlite:PATH`.
+    /// Backend: `memory`, `sqlite:PATH` or `valkey://HOST:PORT[/PREFIX]`.
     #[arg(long, env = "FF_BACKEND", default_value = "memory")]
     backend: String,
     /// Bearer token required on every route but /healthz (unset: no auth).

@@ -1,5 +1,7 @@
 //! Boot, configuration, transport and shutdown of the server over real loopback HTTP.
 
+mod common;
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 
@@ -39,7 +41,10 @@ async fn serve_opens_the_configured_backend_and_stops_cleanly() {
     let db =
         std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("boot-{}.db", std::process::id()));
     let _ = std::fs::remove_file(&db);
-    for backend in [BackendConfig::Memory, BackendConfig::Sqlite { path: db.clone() }] {
+    common::ensure_valkey_server();
+    let valkey_url = format!("valkey://127.0.0.1:{}/{}", common::valkey_port(), common::fresh_key_prefix());
+    let valkey: BackendConfig = valkey_url.parse().expect("a valkey:// backend URL");
+    for backend in [BackendConfig::Memory, BackendConfig::Sqlite { path: db.clone() }, valkey] {
         let mut config = ServerConfig::new(SECRET);
         config.backend = backend.clone();
         config.partitions = small_partitions();

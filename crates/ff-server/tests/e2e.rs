@@ -1,4 +1,4 @@
-//! End-to-end scenarios over real HTTP on loopback, on the memory and SQLite backends.
+//! End-to-end scenarios over real HTTP on loopback, on the memory, SQLite and Valkey backends.
 
 mod common;
 

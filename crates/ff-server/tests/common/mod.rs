@@ -1,10 +1,10 @@
-//! One test world: a server on `127.0.0.1:0` over a memory or SQLite backend on a
-//! simulated clock, an admin client speaking real HTTP to it, and a worker on the
+//! One test world: a server on `127.0.0.1:0` over a memory, SQLite or Valkey backend
+//! on a simulated clock, an admin client speaking real HTTP to it, and a worker on the
 //! same backend. Helpers own the API calls so scenarios read as steps.
 #![allow(dead_code)]
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use ff_backend_sqlite::{Durability, SqliteOptions};
@@ -36,10 +36,12 @@ const CLOCK_START_MS: i64 = 1_700_000_000_000;
 pub enum Kind {
     Memory,
     Sqlite,
+    /// A real Valkey server started by `scripts/valkey.sh`, each world on a fresh key prefix.
+    Valkey,
 }
 
-/// Both backends, for scenarios that run on each.
-pub const KINDS: [Kind; 2] = [Kind::Memory, Kind::Sqlite];
+/// Every backend, for scenarios that run on each.
+pub const KINDS: [Kind; 3] = [Kind::Memory, Kind::Sqlite, Kind::Valkey];
 
 static DB_SEQ: AtomicU64 = AtomicU64::new(0);
 
@@ -54,7 +56,50 @@ pub struct World {
     next_uuid: AtomicU64,
 }
 
-fn open_backend(kind: Kind, clock: &SimClock) -> Arc<dyn EngineBackend> {
+/// The port of the test Valkey server (override with `FF_VALKEY_TEST_PORT`).
+pub fn valkey_port() -> u16 {
+    std::env::var("FF_VALKEY_TEST_PORT").ok().and_then(|p| p.parse().ok()).unwrap_or(6391)
+}
+
+/// Starts the Valkey server once per test binary; panics (fails the test) when it cannot start.
+pub fn ensure_valkey_server() {
+    static STARTED: OnceLock<Result<(), String>> = OnceLock::new();
+    let started = STARTED.get_or_init(|| {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+        let out = std::process::Command::new("bash")
+            .arg(root.join("scripts/valkey.sh"))
+            .arg("start")
+            .env("FF_VALKEY_PORT", valkey_port().to_string())
+            .output()
+            .map_err(|e| format!("cannot run scripts/valkey.sh: {e}"))?;
+        if out.status.success() {
+            return Ok(());
+        }
+        Err(format!(
+            "scripts/valkey.sh start failed ({}):\n{}{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ))
+    });
+    if let Err(e) = started {
+        panic!("{e}");
+    }
+}
+
+/// A key prefix unique to this process and call (`t<pid>-<nanos>-<n>:`, the form whose
+/// keys the Valkey backend's test setup removes once the process is gone).
+pub fn fresh_key_prefix() -> String {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or_default();
+    format!("t{}-{nanos}-{n}:", std::process::id())
+}
+
+async fn open_backend(kind: Kind, clock: &SimClock) -> Arc<dyn EngineBackend> {
     let partitions = PartitionConfig { num_flow_partitions: PARTITIONS, ..PartitionConfig::default() };
     match kind {
         Kind::Memory => Arc::new(ff_backend_memory::new_sim_backend(clock.clone(), partitions)),
@@ -68,6 +113,17 @@ fn open_backend(kind: Kind, clock: &SimClock) -> Arc<dyn EngineBackend> {
                 SqliteOptions { partitions, clock: Arc::new(clock.clone()), durability: Durability::Normal };
             Arc::new(ff_backend_sqlite::open(&path, options).expect("open the test database"))
         }
+        Kind::Valkey => {
+            ensure_valkey_server();
+            let config = ff_backend_valkey::ValkeyConfig {
+                key_prefix: fresh_key_prefix(),
+                partitions,
+                clock: Some(clock.clone()),
+                ..ff_backend_valkey::ValkeyConfig::local(valkey_port())
+            };
+            let backend = ff_backend_valkey::ValkeyBackend::connect(config).await;
+            Arc::new(backend.unwrap_or_else(|e| panic!("connect to Valkey on {}: {e}", valkey_port())))
+        }
     }
 }
 
@@ -80,7 +136,7 @@ impl World {
     /// A world whose server requires `token` (and whose admin client sends it).
     pub async fn with_token(kind: Kind, token: Option<&str>) -> Self {
         let clock = SimClock::new(CLOCK_START_MS);
-        let backend = open_backend(kind, &clock);
+        let backend = open_backend(kind, &clock).await;
         let mut config = ServerConfig::new(SECRET).with_scanner_interval(Duration::from_millis(100));
         config.api_token = token.map(str::to_owned);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind loopback");
