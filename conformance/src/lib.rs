@@ -448,6 +448,13 @@ pub async fn run<F: Factory>(factory: F, options: Options) -> Report {
 
 /// Runs one group to completion for a `#[test]`; panics with the table on failure.
 pub fn run_group_for_test<F: Factory>(factory: F, group: Group) {
+    run_group_for_test_cases(factory, group, Options::default().cases);
+}
+
+/// As [`run_group_for_test`], with `default_cases` randomised cases per property
+/// unless `FF_CONFORMANCE_CASES` says otherwise (for backends whose every contract
+/// is a network round trip).
+pub fn run_group_for_test_cases<F: Factory>(factory: F, group: Group, default_cases: u32) {
     let rt = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
         Ok(rt) => rt,
         Err(e) => panic!("conformance: cannot start a runtime: {e}"),
@@ -457,7 +464,7 @@ pub fn run_group_for_test<F: Factory>(factory: F, group: Group) {
     let defaults = Options::default();
     let options = Options {
         seed: seed.unwrap_or(defaults.seed),
-        cases: cases.unwrap_or(defaults.cases),
+        cases: cases.unwrap_or(default_cases),
         groups: vec![group],
     };
     let report = rt.block_on(run(factory, options));
@@ -472,74 +479,117 @@ pub fn run_group_for_test<F: Factory>(factory: F, group: Group) {
     assert!(report.passed > 0 || report.skipped > 0, "group {} ran nothing", group.name());
 }
 
-/// Expands to one `#[test]` per group of the kit for a backend factory.
+/// Expands to one `#[test]` per group of the kit for a backend factory:
+/// `suite!(factory)`, or `suite!(factory, cases = N)` to lower the default number of
+/// randomised cases for a backend whose every contract is a network round trip
+/// (`FF_CONFORMANCE_CASES` still overrides).
 #[macro_export]
 macro_rules! suite {
     ($factory:expr) => {
+        $crate::suite!($factory, cases = $crate::Options::default().cases);
+    };
+    ($factory:expr, cases = $cases:expr) => {
         #[test]
         fn conformance_execution() {
-            $crate::run_group_for_test($factory, $crate::Group::Family(::ff_core::ContractFamily::Execution));
+            $crate::run_group_for_test_cases(
+                $factory,
+                $crate::Group::Family(::ff_core::ContractFamily::Execution),
+                $cases,
+            );
         }
         #[test]
         fn conformance_lease() {
-            $crate::run_group_for_test($factory, $crate::Group::Family(::ff_core::ContractFamily::Lease));
+            $crate::run_group_for_test_cases(
+                $factory,
+                $crate::Group::Family(::ff_core::ContractFamily::Lease),
+                $cases,
+            );
         }
         #[test]
         fn conformance_scheduling() {
-            $crate::run_group_for_test(
+            $crate::run_group_for_test_cases(
                 $factory,
                 $crate::Group::Family(::ff_core::ContractFamily::Scheduling),
+                $cases,
             );
         }
         #[test]
         fn conformance_worker_registry() {
-            $crate::run_group_for_test(
+            $crate::run_group_for_test_cases(
                 $factory,
                 $crate::Group::Family(::ff_core::ContractFamily::WorkerRegistry),
+                $cases,
             );
         }
         #[test]
         fn conformance_streams() {
-            $crate::run_group_for_test($factory, $crate::Group::Family(::ff_core::ContractFamily::Streams));
+            $crate::run_group_for_test_cases(
+                $factory,
+                $crate::Group::Family(::ff_core::ContractFamily::Streams),
+                $cases,
+            );
         }
         #[test]
         fn conformance_suspension() {
-            $crate::run_group_for_test(
+            $crate::run_group_for_test_cases(
                 $factory,
                 $crate::Group::Family(::ff_core::ContractFamily::Suspension),
+                $cases,
             );
         }
         #[test]
         fn conformance_flows() {
-            $crate::run_group_for_test($factory, $crate::Group::Family(::ff_core::ContractFamily::Flows));
+            $crate::run_group_for_test_cases(
+                $factory,
+                $crate::Group::Family(::ff_core::ContractFamily::Flows),
+                $cases,
+            );
         }
         #[test]
         fn conformance_budgets() {
-            $crate::run_group_for_test($factory, $crate::Group::Family(::ff_core::ContractFamily::Budgets));
+            $crate::run_group_for_test_cases(
+                $factory,
+                $crate::Group::Family(::ff_core::ContractFamily::Budgets),
+                $cases,
+            );
         }
         #[test]
         fn conformance_quotas() {
-            $crate::run_group_for_test($factory, $crate::Group::Family(::ff_core::ContractFamily::Quotas));
+            $crate::run_group_for_test_cases(
+                $factory,
+                $crate::Group::Family(::ff_core::ContractFamily::Quotas),
+                $cases,
+            );
         }
         #[test]
         fn conformance_golden() {
-            $crate::run_group_for_test($factory, $crate::Group::Golden);
+            $crate::run_group_for_test_cases(
+                $factory,
+                $crate::Group::Golden, $cases);
         }
         #[test]
         fn conformance_differential() {
-            $crate::run_group_for_test($factory, $crate::Group::Differential);
+            $crate::run_group_for_test_cases(
+                $factory,
+                $crate::Group::Differential, $cases);
         }
         #[test]
         fn conformance_hostile() {
-            $crate::run_group_for_test($factory, $crate::Group::Hostile);
+            $crate::run_group_for_test_cases(
+                $factory,
+                $crate::Group::Hostile, $cases);
         }
         #[test]
         fn conformance_queue_anomalies() {
-            $crate::run_group_for_test($factory, $crate::Group::QueueAnomalies);
+            $crate::run_group_for_test_cases(
+                $factory,
+                $crate::Group::QueueAnomalies, $cases);
         }
         #[test]
         fn conformance_capabilities() {
-            $crate::run_group_for_test($factory, $crate::Group::Capabilities);
+            $crate::run_group_for_test_cases(
+                $factory,
+                $crate::Group::Capabilities, $cases);
         }
     };
 }

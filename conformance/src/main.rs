@@ -85,8 +85,11 @@ impl Factory for ValkeyFactory {
         let cfg = self.config(self.next.fetch_add(1, Ordering::Relaxed));
         Box::pin(async move {
             let (host, port) = (cfg.host.clone(), cfg.port);
+            let prefix = cfg.key_prefix.clone();
             match ff_backend_valkey::ValkeyBackend::connect(cfg).await {
-                Ok(b) => Fixture::new(Arc::new(b)),
+                Ok(b) => Fixture::new(Arc::new(b)).with_inspect(Arc::new(move || {
+                    ff_backend_valkey::raw::dump_prefix(&host, port, &prefix)
+                })),
                 Err(e) => panic!("cannot connect to valkey://{host}:{port}: {e}"),
             }
         })

@@ -7,6 +7,7 @@
 //! turns the reply into the typed outcome. Every contract family is claimed.
 
 mod admission;
+pub mod raw;
 mod backend;
 mod flow;
 mod library;

@@ -6,6 +6,7 @@
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use ff_backend_valkey::raw::{Conn, Resp, command};
 use ff_backend_valkey::{ValkeyBackend, ValkeyConfig};
 use ff_core::{PartitionConfig, SimClock};
 
@@ -68,83 +69,9 @@ pub async fn backend(clock: Option<SimClock>) -> ValkeyBackend {
     }
 }
 
-/// One RESP reply, as far as the dump needs it.
-enum Resp {
-    Bulk(Option<Vec<u8>>),
-    Array(Vec<Resp>),
-    Other(String),
-}
-
-fn read_line(r: &mut impl std::io::BufRead) -> std::io::Result<String> {
-    let mut line = String::new();
-    r.read_line(&mut line)?;
-    Ok(line.trim_end().to_owned())
-}
-
-fn read_resp(r: &mut impl std::io::BufRead) -> std::io::Result<Resp> {
-    let line = read_line(r)?;
-    let (kind, rest) = line.split_at(line.len().min(1));
-    let n: i64 = rest.parse().unwrap_or(-1);
-    match kind {
-        "$" if n < 0 => Ok(Resp::Bulk(None)),
-        "$" => {
-            let mut buf = vec![0; usize::try_from(n).unwrap_or(0) + 2];
-            r.read_exact(&mut buf)?;
-            buf.truncate(buf.len() - 2);
-            Ok(Resp::Bulk(Some(buf)))
-        }
-        "*" => (0..n.max(0)).map(|_| read_resp(r)).collect::<Result<_, _>>().map(Resp::Array),
-        _ => Ok(Resp::Other(line)),
-    }
-}
-
-/// A blocking connection: buffered reads, direct writes.
-struct Conn {
-    reader: std::io::BufReader<std::net::TcpStream>,
-    writer: std::net::TcpStream,
-}
-
-fn command(conn: &mut Conn, args: &[&[u8]]) -> std::io::Result<Resp> {
-    use std::io::Write;
-    let mut out = format!("*{}\r\n", args.len()).into_bytes();
-    for a in args {
-        out.extend(format!("${}\r\n", a.len()).into_bytes());
-        out.extend_from_slice(a);
-        out.extend(b"\r\n");
-    }
-    conn.writer.write_all(&out)?;
-    conn.writer.flush()?;
-    read_resp(&mut conn.reader)
-}
-
-/// A deterministic dump of every key under `prefix` (`DUMP` of each, sorted by key),
-/// over a blocking connection so the kit's synchronous inspect hook can call it.
+/// A deterministic dump of every key under `prefix` on the test server.
 pub fn raw_dump(prefix: &str) -> String {
-    let run = || -> std::io::Result<String> {
-        let stream = std::net::TcpStream::connect(("127.0.0.1", port()))?;
-        let mut conn = Conn { reader: std::io::BufReader::new(stream.try_clone()?), writer: stream };
-        let pattern = format!("{prefix}*");
-        let Resp::Array(keys) = command(&mut conn, &[b"KEYS", pattern.as_bytes()])? else {
-            return Ok("KEYS failed".into());
-        };
-        let mut keys: Vec<Vec<u8>> = keys
-            .into_iter()
-            .filter_map(|k| if let Resp::Bulk(Some(k)) = k { Some(k) } else { None })
-            .collect();
-        keys.sort();
-        let mut out = String::new();
-        for k in keys {
-            let v = match command(&mut conn, &[b"DUMP", &k])? {
-                Resp::Bulk(Some(b)) => b.iter().map(|x| format!("{x:02x}")).collect::<String>(),
-                Resp::Bulk(None) => "-".into(),
-                Resp::Array(_) => "array".into(),
-                Resp::Other(s) => s,
-            };
-            out.push_str(&format!("{} {v}\n", String::from_utf8_lossy(&k)));
-        }
-        Ok(out)
-    };
-    run().unwrap_or_else(|e| format!("dump failed: {e}"))
+    ff_backend_valkey::raw::dump_prefix("127.0.0.1", port(), prefix)
 }
 
 /// The pid a test key prefix names (`t<pid>-<nanos>-<n>:`), if the key has one.
@@ -162,7 +89,7 @@ fn remove_stale_keys() {
     const SCAN_ROUNDS_MAX: usize = 100_000;
     let run = || -> std::io::Result<()> {
         let stream = std::net::TcpStream::connect(("127.0.0.1", port()))?;
-        let mut conn = Conn { reader: std::io::BufReader::new(stream.try_clone()?), writer: stream };
+        let mut conn = Conn::new(stream)?;
         let mut cursor = b"0".to_vec();
         for _ in 0..SCAN_ROUNDS_MAX {
             let Resp::Array(mut reply) =

@@ -1,0 +1,306 @@
+//! The PostgreSQL backend: the engine's transitions over real tables on a server.
+//!
+//! Every contract is one `REPEATABLE READ` transaction that first takes the
+//! schema's writer lock (`LOCK TABLE ff_meta IN EXCLUSIVE MODE`, before any
+//! snapshot exists), on a dedicated thread that owns the connection, so async
+//! callers never block the runtime. Contracts on one schema therefore run one
+//! at a time, across every process sharing it, which makes the execution
+//! serial (hence serializable); no serialization failure can happen once the
+//! lock is held, and the bounded retry only covers starting the transaction,
+//! before the contract has run. See the crate README.
+
+use std::str::FromStr;
+use std::sync::Arc;
+use std::sync::mpsc;
+
+use async_trait::async_trait;
+use ff_core::capabilities::{BackendIdentity, Capabilities, ContractFamily, Supports, Version};
+use ff_core::error::{BackendErrorKind, ValidationKind};
+use ff_core::{BackendTag, Clock, EngineError, PartitionConfig, SystemClock};
+use ff_engine::{Engine, Store, StoreRunner};
+
+mod schema;
+mod store;
+
+pub use store::PostgresStore;
+
+/// The PostgreSQL backend: `Engine` over [`PostgresRunner`].
+pub type PostgresBackend = Engine<PostgresRunner>;
+
+/// A job for the connection thread.
+type Job = Box<dyn FnOnce(&mut PostgresStore) + Send>;
+
+/// Longest a schema name may be (PostgreSQL's identifier limit).
+pub const SCHEMA_NAME_LEN_MAX: usize = 63;
+
+/// Why a backend could not be opened.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum OpenError {
+    /// The connection URL could not be parsed.
+    #[error("invalid connection URL: {0}")]
+    Url(String),
+    /// The server could not be reached or refused the session.
+    #[error("cannot connect: {}", describe(.0))]
+    Connect(postgres::Error),
+    /// The schema holds tables of some other application.
+    #[error("schema {schema}: holds tables, but not a FlowFabric store ({found})")]
+    Foreign {
+        /// Schema.
+        schema: String,
+        /// The tables found.
+        found: String,
+    },
+    /// The schema was written by a newer migration than this build knows.
+    #[error("schema {schema}: version {found} is newer than this build's {known}")]
+    TooNew {
+        /// Schema.
+        schema: String,
+        /// Stored version.
+        found: i64,
+        /// Latest known version.
+        known: i64,
+    },
+    /// The stored partition counts differ from the configured ones.
+    #[error("partition_mismatch: {field}: stored={stored}, config={config}")]
+    PartitionMismatch {
+        /// Which count.
+        field: &'static str,
+        /// Stored value.
+        stored: u16,
+        /// Configured value.
+        config: u16,
+    },
+    /// The configuration (partitions, schema name) is invalid.
+    #[error("invalid configuration: {0}")]
+    Config(String),
+    /// Any other PostgreSQL failure while opening.
+    #[error("postgres: {}", describe(.0))]
+    Postgres(#[from] postgres::Error),
+    /// The connection thread could not start or stopped while opening.
+    #[error("connection thread: {0}")]
+    Thread(String),
+}
+
+/// The client's error with the server's SQLSTATE and message when there is one.
+fn describe(e: &postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(db) => format!("{} {}", db.code().code(), db.message()),
+        None => e.to_string(),
+    }
+}
+
+impl From<OpenError> for EngineError {
+    fn from(e: OpenError) -> Self {
+        match e {
+            OpenError::Foreign { .. } | OpenError::TooNew { .. } | OpenError::PartitionMismatch { .. } => {
+                EngineError::validation(ValidationKind::Corruption, e.to_string())
+            }
+            OpenError::Config(m) | OpenError::Url(m) => EngineError::invalid_input(m),
+            other @ OpenError::Connect(_) => {
+                EngineError::transport("postgres", BackendErrorKind::Transport, Box::new(other))
+            }
+            other => EngineError::transport("postgres", BackendErrorKind::Other, Box::new(other)),
+        }
+    }
+}
+
+/// Opening options.
+#[derive(Debug, Clone)]
+pub struct PostgresOptions {
+    /// Connection URL, `postgres://user@host:port/database` (key=value strings work too).
+    pub url: String,
+    /// The schema holding the tables (created on first open); one store per schema.
+    pub schema: String,
+    /// Partition counts (persisted on first open, checked afterwards).
+    pub partitions: PartitionConfig,
+    /// The clock every contract reads `now` from.
+    pub clock: Arc<dyn Clock>,
+}
+
+impl PostgresOptions {
+    /// Options for `url` with the default schema `flowfabric`, partitions and system clock.
+    pub fn new(url: impl Into<String>) -> Self {
+        Self {
+            url: url.into(),
+            schema: "flowfabric".to_owned(),
+            partitions: PartitionConfig::default(),
+            clock: Arc::new(SystemClock),
+        }
+    }
+}
+
+/// Runs contracts as transactions on the connection thread.
+#[derive(Clone)]
+pub struct PostgresRunner {
+    jobs: mpsc::Sender<Job>,
+    clock: Arc<dyn Clock>,
+    cfg: PartitionConfig,
+}
+
+impl std::fmt::Debug for PostgresRunner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PostgresRunner").field("cfg", &self.cfg).finish()
+    }
+}
+
+/// A schema name we can quote without escaping: `[a-z_][a-z0-9_]*`, at most 63 bytes.
+fn check_schema_name(name: &str) -> Result<(), OpenError> {
+    let mut chars = name.chars();
+    let first_ok = chars.next().is_some_and(|c| c.is_ascii_lowercase() || c == '_');
+    let rest_ok = chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+    if first_ok && rest_ok && name.len() <= SCHEMA_NAME_LEN_MAX {
+        Ok(())
+    } else {
+        Err(OpenError::Config(format!("schema name {name:?}: use [a-z_][a-z0-9_]*, at most 63 bytes")))
+    }
+}
+
+/// Connects, creates or migrates the schema, checks the partition counts, and
+/// starts the connection thread. Blocks the caller until the store is open.
+pub fn open(options: PostgresOptions) -> Result<PostgresBackend, OpenError> {
+    options.partitions.validate().map_err(|e| OpenError::Config(e.to_string()))?;
+    check_schema_name(&options.schema)?;
+    let config = postgres::Config::from_str(&options.url).map_err(|e| OpenError::Url(e.to_string()))?;
+    let session = store::Session { config, schema: options.schema.clone() };
+    let cfg = options.partitions;
+    let (tx, rx) = mpsc::channel::<Job>();
+    let (opened_tx, opened_rx) = mpsc::channel::<Result<(), OpenError>>();
+    // The synchronous client runs its own small runtime: it must live and die on
+    // a plain thread, never inside the caller's async runtime.
+    std::thread::Builder::new()
+        .name("ff-postgres".into())
+        .spawn(move || {
+            let mut store = match PostgresStore::open(session, cfg) {
+                Ok(s) => s,
+                Err(e) => {
+                    let _ = opened_tx.send(Err(e));
+                    return;
+                }
+            };
+            if opened_tx.send(Ok(())).is_err() {
+                return;
+            }
+            while let Ok(job) = rx.recv() {
+                job(&mut store);
+            }
+        })
+        .map_err(|e| OpenError::Thread(e.to_string()))?;
+    opened_rx.recv().map_err(|_| OpenError::Thread("stopped while opening".into()))??;
+    Ok(Engine::new(PostgresRunner { jobs: tx, clock: options.clock, cfg }))
+}
+
+fn gone() -> EngineError {
+    EngineError::transport("postgres", BackendErrorKind::Transport, "connection thread stopped".into())
+}
+
+impl PostgresRunner {
+    /// Runs a closure on the connection outside any contract (dumps, checks).
+    pub fn with_store_blocking<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut PostgresStore) -> T + Send + 'static,
+    ) -> Result<T, EngineError> {
+        let (tx, rx) = mpsc::channel();
+        let job: Job = Box::new(move |s| {
+            let _ = tx.send(f(s));
+        });
+        self.jobs.send(job).map_err(|_| gone())?;
+        rx.recv().map_err(|_| gone())
+    }
+
+    /// A deterministic dump of every table.
+    pub fn dump(&self) -> String {
+        self.with_store_blocking(|s| s.dump()).unwrap_or_else(|e| format!("dump failed: {e}"))
+    }
+
+    /// The store-level invariants (spec 01 §4.4–4.5), read in one transaction.
+    pub fn invariant_violations(&self) -> Vec<String> {
+        self.with_store_blocking(|s| s.transaction(|st| Ok(ff_engine::invariants::check_store(st))))
+            .and_then(|r| r)
+            .unwrap_or_else(|e| vec![format!("check failed: {e}")])
+    }
+}
+
+#[async_trait]
+impl StoreRunner for PostgresRunner {
+    fn tag(&self) -> BackendTag {
+        BackendTag::Postgres
+    }
+
+    fn clock(&self) -> &Arc<dyn Clock> {
+        &self.clock
+    }
+
+    fn partition_config(&self) -> PartitionConfig {
+        self.cfg
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        let mut supports = Supports::none();
+        for name in [
+            "cancel_execution",
+            "change_priority",
+            "replay_execution",
+            "revoke_lease",
+            "read_execution_state",
+            "read_execution_info",
+            "get_execution_result",
+            "issue_reclaim_grant",
+            "register_worker",
+            "heartbeat_worker",
+            "mark_worker_dead",
+            "list_expired_leases",
+            "list_workers",
+            "block_execution_for_admission",
+            "stream_durable_summary",
+            "stream_best_effort_live",
+            "seed_waitpoint_hmac_secret",
+            "rotate_waitpoint_hmac_secret_all",
+            "list_pending_waitpoints",
+            "cancel_flow_header",
+            "ack_cancel_member",
+            "budget_admin",
+            "quota_admin",
+            "release_admission",
+            "read_quota_policy_limits",
+            "read_budget_usage_and_limits",
+        ] {
+            supports.set(name, true);
+        }
+        let identity = BackendIdentity { family: "postgres", version: crate_version() };
+        let families = vec![
+            ContractFamily::Execution,
+            ContractFamily::Lease,
+            ContractFamily::Scheduling,
+            ContractFamily::WorkerRegistry,
+            ContractFamily::Streams,
+            ContractFamily::Suspension,
+            ContractFamily::Flows,
+            ContractFamily::Budgets,
+            ContractFamily::Quotas,
+        ];
+        Capabilities::new(identity, supports, families, self.clock.as_sim().is_some())
+    }
+
+    async fn run<R, F>(&self, f: F) -> Result<R, EngineError>
+    where
+        R: Send + 'static,
+        F: FnOnce(&mut dyn Store) -> Result<R, EngineError> + Send + 'static,
+    {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let job: Job = Box::new(move |s| {
+            let _ = tx.send(s.transaction(f));
+        });
+        self.jobs.send(job).map_err(|_| gone())?;
+        rx.await.map_err(|_| gone())?
+    }
+}
+
+fn crate_version() -> Version {
+    let mut parts = env!("CARGO_PKG_VERSION").split('.').map(|p| p.parse::<u32>().unwrap_or(0));
+    Version {
+        major: parts.next().unwrap_or(0),
+        minor: parts.next().unwrap_or(0),
+        patch: parts.next().unwrap_or(0),
+    }
+}
