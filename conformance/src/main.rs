@@ -12,7 +12,8 @@ use indicatif::{ProgressBar, ProgressStyle};
 #[derive(Parser)]
 #[command(name = "ff-conformance", about = "Run the FlowFabric conformance kit against a backend")]
 struct Cli {
-    /// `memory`, `sqlite:DIR` (a fresh database file per case inside DIR) or `valkey://HOST:PORT`.
+    /// `memory`, `sqlite:DIR` (a fresh database file per case inside DIR), `valkey://HOST:PORT`
+    /// (a fresh key prefix per case) or `postgres://URL` (a fresh schema per case).
     #[arg(long, default_value = "memory")]
     backend: String,
     /// Cases per property test.
@@ -43,7 +44,12 @@ fn factory_for(spec: &str) -> Result<Arc<dyn Factory>, String> {
                 .ok_or_else(|| format!("backend {s}: expected valkey://HOST:PORT"))?;
             Ok(Arc::new(ValkeyFactory { host, port, next: AtomicU64::new(0) }) as Arc<dyn Factory>)
         }
-        other => Err(format!("unknown backend {other:?} (memory | sqlite:DIR | valkey://HOST:PORT)")),
+        s if s.starts_with("postgres://") || s.starts_with("postgresql://") => {
+            Ok(Arc::new(PostgresFactory { url: s.to_owned(), next: AtomicU64::new(0) }) as Arc<dyn Factory>)
+        }
+        other => Err(format!(
+            "unknown backend {other:?} (memory | sqlite:DIR | valkey://HOST:PORT | postgres://URL)"
+        )),
     }
 }
 
@@ -96,9 +102,39 @@ impl Factory for ValkeyFactory {
     }
 }
 
+/// A fresh schema per case in one PostgreSQL database, on a simulated clock.
+struct PostgresFactory {
+    url: String,
+    next: AtomicU64,
+}
+
+impl Factory for PostgresFactory {
+    fn make(&self) -> ff_conformance::BoxFuture<Fixture> {
+        let n = self.next.fetch_add(1, Ordering::Relaxed);
+        let mut options = ff_backend_postgres::PostgresOptions::new(self.url.clone());
+        options.schema = format!("kit_{}_{n}", std::process::id());
+        options.partitions = ff_core::PartitionConfig { num_flow_partitions: 8, ..Default::default() };
+        options.clock = Arc::new(ff_core::SimClock::default());
+        Box::pin(async move {
+            let opened = tokio::task::spawn_blocking(move || ff_backend_postgres::open(options)).await;
+            match opened {
+                Ok(Ok(b)) => {
+                    let b = Arc::new(b);
+                    let (dump, check) = (b.clone(), b.clone());
+                    Fixture::new(b)
+                        .with_inspect(Arc::new(move || dump.runner().dump()))
+                        .with_deep_check(Arc::new(move || check.runner().invariant_violations()))
+                }
+                Ok(Err(e)) => panic!("cannot open the postgres backend: {e}"),
+                Err(e) => panic!("postgres open task failed: {e}"),
+            }
+        })
+    }
+}
+
 /// Connects once before the run, so an unreachable server is one clear error.
 fn preflight(spec: &str, factory: &Arc<dyn Factory>, rt: &tokio::runtime::Runtime) -> Result<(), String> {
-    if !spec.starts_with("valkey://") {
+    if !["valkey://", "postgres://", "postgresql://"].iter().any(|p| spec.starts_with(p)) {
         return Ok(());
     }
     let f = factory.clone();
