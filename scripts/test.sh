@@ -6,8 +6,9 @@ cd "$(dirname "$0")/.."
 mkdir -p target
 cargo build --workspace --all-targets --quiet
 status=0
-# The Valkey tests start their own server on this port; stop it however the run ends.
-trap 'FF_VALKEY_PORT=6391 ./scripts/valkey.sh stop >/dev/null 2>&1 || true' EXIT
+# The Valkey and Postgres tests start their own servers; stop them however the run ends.
+trap 'FF_VALKEY_PORT=6391 ./scripts/valkey.sh stop >/dev/null 2>&1 || true
+      ./scripts/postgres.sh stop >/dev/null 2>&1 || true' EXIT
 cargo test --workspace --no-fail-fast 2>&1 | tee target/test-output.txt || status=$?
 awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } }
      END { printf "tests: %d passed, %d failed\n", p, f }' target/test-output.txt
