@@ -23,8 +23,8 @@ pub use config::{
     check_identifier, validate_capabilities,
 };
 pub use error::{BoxError, SdkError};
-pub use task::{ClaimedTask, RENEWAL_FAILURES_UNHEALTHY, RenewalMonitor, SuspendedTask};
+pub use task::{ClaimedTask, RENEWAL_FAILURES_UNHEALTHY, RenewalMonitor, SuspendedTask, TrySuspendOutcome};
 pub use worker::{
     BYPASS_GRANT_TTL_MS, CLAIM_SCAN_PARTITIONS_MAX, FlowFabricWorker, ROUTE_BLOCK_DETAIL, ReclaimClaim,
-    Signal, SignalOutcome, WORKER_LIVENESS_TTL_MS_MIN,
+    ResumeToken, Signal, SignalOutcome, WORKER_LIVENESS_TTL_MS_MIN,
 };

@@ -10,16 +10,17 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;
 
+use ff_core::admission::{ReportUsageArgs, ReportUsageResult};
 use ff_core::contracts::{ClaimedExecution, FailOutcome, FailureClass, FailureReason, LeaseRenewal};
 use ff_core::error::{ContentionKind, StateKind};
 use ff_core::stream::{AppendFrameOutcome, Frame, FrameKind};
 use ff_core::suspension::{
-    ResumeCondition, ResumePolicy, ResumeSignal, SuspendArgs, SuspendOutcome, SuspendOutcomeDetails,
-    SuspensionReasonCode, TimeoutBehavior, WaitpointBinding,
+    PendingWaitpoint, ResumeCondition, ResumePolicy, ResumeSignal, SuspendArgs, SuspendOutcome,
+    SuspendOutcomeDetails, SuspensionReasonCode, TimeoutBehavior, WaitpointBinding,
 };
 use ff_core::{
-    AttemptId, AttemptIndex, EngineBackend, EngineError, ExecutionId, Handle, LaneId, LeaseEpoch, LeaseId,
-    SuspensionId, TimestampMs, WaitpointId,
+    AttemptId, AttemptIndex, BudgetId, EngineBackend, EngineError, ExecutionId, Handle, LaneId, LeaseEpoch,
+    LeaseId, SuspensionId, TimestampMs, WaitpointId,
 };
 use tokio::sync::OwnedSemaphorePermit;
 use tokio::task::JoinHandle;
@@ -79,6 +80,7 @@ pub struct ClaimedTask {
     tags: BTreeMap<String, String>,
     monitor: RenewalMonitor,
     renewal: Option<JoinHandle<()>>,
+    renewal_interval: Duration,
     finished: bool,
     _permit: OwnedSemaphorePermit,
 }
@@ -102,6 +104,57 @@ pub struct SuspendedTask {
     pub details: SuspendOutcomeDetails,
 }
 
+/// What `try_suspend` produced.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum TrySuspendOutcome {
+    /// Parked; the lease is released.
+    Suspended(SuspendedTask),
+    /// Buffered signals already satisfied the condition; the task is handed back with its lease.
+    AlreadySatisfied {
+        /// The task, still leased and renewing.
+        task: Box<ClaimedTask>,
+        /// What was bound (the waitpoint is now closed as satisfied).
+        details: SuspendOutcomeDetails,
+    },
+}
+
+/// The parts of a suspend request shared by `suspend` and `try_suspend*`.
+struct SuspendRequest {
+    reason_code: SuspensionReasonCode,
+    resume_condition: ResumeCondition,
+    timeout: Option<(TimestampMs, TimeoutBehavior)>,
+    resume_policy: ResumePolicy,
+}
+
+impl SuspendRequest {
+    /// Builds the backend args; no timeout means behaviour `Fail`.
+    fn into_args(self, binding: WaitpointBinding) -> SuspendArgs {
+        let mut args = SuspendArgs::new(
+            SuspensionId(uuid::Uuid::new_v4()),
+            binding,
+            self.resume_condition,
+            self.reason_code,
+        );
+        args.resume_policy = self.resume_policy;
+        if let Some((at, behavior)) = self.timeout {
+            args = args.with_timeout(at, behavior);
+        }
+        args
+    }
+
+    /// A fresh waitpoint keyed by the condition's (first) waitpoint key.
+    fn fresh_binding(&self) -> WaitpointBinding {
+        let waitpoint_key = self
+            .resume_condition
+            .referenced_waitpoint_keys()
+            .into_iter()
+            .next()
+            .unwrap_or_else(|| format!("wpk:{}", uuid::Uuid::new_v4()));
+        WaitpointBinding::Fresh { waitpoint_id: WaitpointId(uuid::Uuid::new_v4()), waitpoint_key }
+    }
+}
+
 impl ClaimedTask {
     /// Wraps a claim and starts auto-renewal at a third of the lease TTL.
     pub(crate) fn start(
@@ -111,8 +164,9 @@ impl ClaimedTask {
     ) -> Self {
         let monitor = RenewalMonitor::default();
         let c = parts.claimed;
-        let interval = Duration::from_millis((parts.lease_ttl_ms / 3).max(1));
-        let renewal = tokio::spawn(renew_loop(backend.clone(), c.handle.clone(), interval, monitor.clone()));
+        let renewal_interval = Duration::from_millis((parts.lease_ttl_ms / 3).max(1));
+        let renewal =
+            tokio::spawn(renew_loop(backend.clone(), c.handle.clone(), renewal_interval, monitor.clone()));
         Self {
             backend,
             handle: c.handle,
@@ -127,6 +181,7 @@ impl ClaimedTask {
             tags: parts.tags,
             monitor,
             renewal: Some(renewal),
+            renewal_interval,
             finished: false,
             _permit: permit,
         }
@@ -247,40 +302,102 @@ impl ClaimedTask {
     /// No timeout means behaviour `Fail`. Errors: `Engine`, including
     /// `State(AlreadySatisfied)` when buffered signals already satisfied it (the task is dropped).
     pub async fn suspend(
-        mut self,
+        self,
         reason_code: SuspensionReasonCode,
         resume_condition: ResumeCondition,
         timeout: Option<(TimestampMs, TimeoutBehavior)>,
         resume_policy: ResumePolicy,
     ) -> Result<SuspendedTask, SdkError> {
-        let waitpoint_key = resume_condition
-            .referenced_waitpoint_keys()
-            .into_iter()
-            .next()
-            .unwrap_or_else(|| format!("wpk:{}", uuid::Uuid::new_v4()));
-        let binding =
-            WaitpointBinding::Fresh { waitpoint_id: WaitpointId(uuid::Uuid::new_v4()), waitpoint_key };
-        let mut args =
-            SuspendArgs::new(SuspensionId(uuid::Uuid::new_v4()), binding, resume_condition, reason_code);
-        args.resume_policy = resume_policy;
-        if let Some((at, behavior)) = timeout {
-            args = args.with_timeout(at, behavior);
+        match self.try_suspend(reason_code, resume_condition, timeout, resume_policy).await? {
+            TrySuspendOutcome::Suspended(parked) => Ok(parked),
+            TrySuspendOutcome::AlreadySatisfied { mut task, .. } => {
+                // The lease is still held; it lapses server-side once the task is dropped.
+                task.stop_renewal();
+                task.finished = true;
+                Err(EngineError::State(StateKind::AlreadySatisfied).into())
+            }
         }
+    }
+
+    /// Like `suspend`, but an already-satisfied condition hands the leased task back.
+    ///
+    /// Errors: `Engine`.
+    pub async fn try_suspend(
+        self,
+        reason_code: SuspensionReasonCode,
+        resume_condition: ResumeCondition,
+        timeout: Option<(TimestampMs, TimeoutBehavior)>,
+        resume_policy: ResumePolicy,
+    ) -> Result<TrySuspendOutcome, SdkError> {
+        let request = SuspendRequest { reason_code, resume_condition, timeout, resume_policy };
+        let binding = request.fresh_binding();
+        self.suspend_with(request.into_args(binding)).await
+    }
+
+    /// `try_suspend` activating a pending waitpoint, whose buffered signals may satisfy it at once.
+    ///
+    /// Errors: `Engine` (`WaitpointNotFound`, `WaitpointNotPending`, an expired waitpoint, …).
+    pub async fn try_suspend_on_pending(
+        self,
+        pending: &PendingWaitpoint,
+        reason_code: SuspensionReasonCode,
+        resume_condition: ResumeCondition,
+        timeout: Option<(TimestampMs, TimeoutBehavior)>,
+        resume_policy: ResumePolicy,
+    ) -> Result<TrySuspendOutcome, SdkError> {
+        let request = SuspendRequest { reason_code, resume_condition, timeout, resume_policy };
+        let binding = WaitpointBinding::UsePending { waitpoint_id: pending.waitpoint_id };
+        self.suspend_with(request.into_args(binding)).await
+    }
+
+    /// Sends the suspend with renewal paused; restarts renewal when the task is handed back.
+    async fn suspend_with(mut self, args: SuspendArgs) -> Result<TrySuspendOutcome, SdkError> {
         self.stop_renewal();
         match self.backend.suspend(&self.handle, args).await {
             Ok(SuspendOutcome::Suspended { details, handle }) => {
                 self.finished = true;
-                Ok(SuspendedTask { handle, details })
+                Ok(TrySuspendOutcome::Suspended(SuspendedTask { handle, details }))
             }
-            Ok(_) => {
+            Ok(SuspendOutcome::AlreadySatisfied { details }) => {
+                self.restart_renewal();
+                Ok(TrySuspendOutcome::AlreadySatisfied { task: Box::new(self), details })
+            }
+            Ok(other) => {
                 self.finished = true;
-                Err(EngineError::State(StateKind::AlreadySatisfied).into())
+                Err(SdkError::config("suspend", None, format!("unknown suspend outcome: {other:?}")))
             }
             Err(e) => {
                 self.finished = !is_transport(&e);
                 Err(e.into())
             }
         }
+    }
+
+    /// Creates a pending waitpoint under the lease; signals sent to it are buffered until a
+    /// suspend activates it. Errors: `Engine`.
+    pub async fn create_pending_waitpoint(
+        &self,
+        waitpoint_key: &str,
+        expires_in_ms: u64,
+    ) -> Result<PendingWaitpoint, SdkError> {
+        let waitpoint_id = WaitpointId(uuid::Uuid::new_v4());
+        Ok(self.backend.create_waitpoint(&self.handle, waitpoint_id, waitpoint_key, expires_in_ms).await?)
+    }
+
+    /// Reports custom-dimension usage to a budget; a hard breach is an `Ok` value (nothing
+    /// applied, the task keeps running). An empty dedup key means none. Errors: `Engine`.
+    pub async fn report_usage(
+        &self,
+        budget_id: BudgetId,
+        dimensions: &[(&str, u64)],
+        dedup_key: Option<&str>,
+    ) -> Result<ReportUsageResult, SdkError> {
+        let args = ReportUsageArgs {
+            budget_id,
+            dimensions: dimensions.iter().map(|(d, delta)| ((*d).to_owned(), *delta)).collect(),
+            dedup_key: dedup_key.filter(|k| !k.is_empty()).map(str::to_owned),
+        };
+        Ok(self.backend.report_usage_and_check(args).await?)
     }
 
     /// Writes progress (percent and/or message) under the lease; errors: `Engine`.
@@ -316,6 +433,18 @@ impl ClaimedTask {
     /// Renews the lease now (besides the automatic loop); errors: `Engine`.
     pub async fn renew_lease(&self) -> Result<LeaseRenewal, SdkError> {
         Ok(self.backend.renew(&self.handle).await?)
+    }
+
+    /// Starts a new renewal loop after a suspend that handed the task back.
+    fn restart_renewal(&mut self) {
+        self.monitor.stopped.store(false, Ordering::Release);
+        let renewal = renew_loop(
+            self.backend.clone(),
+            self.handle.clone(),
+            self.renewal_interval,
+            self.monitor.clone(),
+        );
+        self.renewal = Some(tokio::spawn(renewal));
     }
 
     fn stop_renewal(&mut self) {

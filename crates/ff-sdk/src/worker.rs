@@ -6,14 +6,14 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use ff_core::contracts::{
     BlockExecutionArgs, CapabilitySet, ClaimExecutionArgs, ClaimGrant, ClaimResumedExecutionArgs,
     ClaimedExecution, ExecutionSnapshot, IssueClaimGrantArgs, ReclaimExecutionArgs, ReclaimExecutionOutcome,
-    ReclaimGrant, RegisterWorkerArgs, RegisterWorkerOutcome, ScanEligibleArgs,
+    ReclaimGrant, RegisterWorkerArgs, RegisterWorkerOutcome, ResumeGrant, ScanEligibleArgs,
 };
 use ff_core::error::{ContentionKind, ErrorClass, ValidationKind};
 use ff_core::partition::fnv1a_u64;
 use ff_core::suspension::{DeliverSignalArgs, DeliverSignalOutcome};
 use ff_core::{
     AttemptId, BlockingReason, EngineBackend, EngineError, ExecutionId, LaneId, LeaseId, PartitionConfig,
-    PartitionKey, SignalId, WaitpointId,
+    PartitionKey, SignalId, WaitpointId, WorkerId, WorkerInstanceId,
 };
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
@@ -72,6 +72,19 @@ pub enum SignalOutcome {
         /// The first signal with that key.
         existing_signal_id: SignalId,
     },
+}
+
+/// A resume grant bound to the worker it was issued to (spec 04 `ResumeToken`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResumeToken {
+    /// The grant for the interrupted attempt.
+    pub grant: ResumeGrant,
+    /// The grantee worker; must be this worker's id.
+    pub worker_id: WorkerId,
+    /// The grantee instance; must be this worker's instance id.
+    pub worker_instance_id: WorkerInstanceId,
+    /// TTL of the new lease, in ms.
+    pub lease_ttl_ms: u64,
 }
 
 /// What claiming from a reclaim grant produced.
@@ -260,6 +273,44 @@ impl FlowFabricWorker {
         };
         let grant = response.into_grant()?;
         self.claim_from_grant(lane, grant).await.map(Some)
+    }
+
+    /// Consumes a resume grant: the same attempt under a new lease, on `grant.lane_id`.
+    ///
+    /// Errors: `WorkerAtCapacity` (checked first, grant untouched), `Config` (token issued to
+    /// another worker, bad partition key, or a grant expired on the backend clock; no claim is
+    /// sent), `Engine` (e.g. `NotAResumedExecution`, `InvalidClaimGrant`).
+    pub async fn claim_from_resume_grant(&self, token: ResumeToken) -> Result<ClaimedTask, SdkError> {
+        const CTX: &str = "claim_from_resume_grant";
+        let permit = self.take_permit()?;
+        if token.worker_id != self.config.worker_id {
+            return Err(SdkError::config(CTX, Some("worker_id"), "the grant was issued to another worker"));
+        }
+        if token.worker_instance_id != self.config.worker_instance_id {
+            return Err(SdkError::config(
+                CTX,
+                Some("worker_instance_id"),
+                "the grant was issued to another worker instance",
+            ));
+        }
+        let grant = token.grant;
+        check_partition_key(CTX, &grant.partition_key, &grant.execution_id)?;
+        if grant.expires_at_ms <= self.backend.server_time_ms().await? {
+            return Err(SdkError::config(CTX, Some("expires_at_ms"), "the grant has expired"));
+        }
+        let args = ClaimResumedExecutionArgs {
+            execution_id: grant.execution_id,
+            worker_id: self.config.worker_id.clone(),
+            worker_instance_id: self.config.worker_instance_id.clone(),
+            lane_id: grant.lane_id.clone(),
+            lease_id: LeaseId(uuid::Uuid::new_v4()),
+            lease_ttl_ms: token.lease_ttl_ms,
+            remaining_attempt_timeout_ms: None,
+        };
+        let claimed = self.backend.claim_resumed_execution(args).await?;
+        let mut parts = self.task_parts(claimed, grant.lane_id).await?;
+        parts.lease_ttl_ms = token.lease_ttl_ms;
+        Ok(ClaimedTask::start(self.backend.clone(), parts, permit))
     }
 
     /// Consumes a reclaim grant: a new attempt after a lost lease.
