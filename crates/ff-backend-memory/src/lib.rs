@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use ff_core::capabilities::{BackendIdentity, Capabilities, ContractFamily, Supports, Version};
+use ff_core::capabilities::{Capabilities, Version};
 use ff_core::contracts::{CompletionEvent, LeaseHistoryEntry};
 use ff_core::stream::EntryId;
 use ff_core::{
@@ -74,50 +74,8 @@ impl StoreRunner for MemoryRunner {
     }
 
     fn capabilities(&self) -> Capabilities {
-        let mut supports = Supports::none();
-        for name in [
-            "cancel_execution",
-            "change_priority",
-            "replay_execution",
-            "revoke_lease",
-            "read_execution_state",
-            "read_execution_info",
-            "get_execution_result",
-            "issue_reclaim_grant",
-            "register_worker",
-            "heartbeat_worker",
-            "mark_worker_dead",
-            "list_expired_leases",
-            "list_workers",
-            "block_execution_for_admission",
-            "stream_durable_summary",
-            "stream_best_effort_live",
-            "seed_waitpoint_hmac_secret",
-            "rotate_waitpoint_hmac_secret_all",
-            "list_pending_waitpoints",
-            "cancel_flow_header",
-            "ack_cancel_member",
-            "budget_admin",
-            "quota_admin",
-            "release_admission",
-            "read_quota_policy_limits",
-            "read_budget_usage_and_limits",
-        ] {
-            supports.set(name, true);
-        }
-        let identity = BackendIdentity { family: "memory", version: crate_version() };
-        let families = vec![
-            ContractFamily::Execution,
-            ContractFamily::Lease,
-            ContractFamily::Scheduling,
-            ContractFamily::WorkerRegistry,
-            ContractFamily::Streams,
-            ContractFamily::Suspension,
-            ContractFamily::Flows,
-            ContractFamily::Budgets,
-            ContractFamily::Quotas,
-        ];
-        Capabilities::new(identity, supports, families, self.clock.as_sim().is_some())
+        let version = Version::parse_lenient(env!("CARGO_PKG_VERSION"));
+        Capabilities::complete("memory", version, self.clock.as_sim().is_some())
     }
 
     async fn run<R, F>(&self, f: F) -> Result<R, EngineError>
@@ -127,15 +85,6 @@ impl StoreRunner for MemoryRunner {
     {
         let mut guard = self.store.lock();
         f(&mut *guard)
-    }
-}
-
-fn crate_version() -> Version {
-    let mut parts = env!("CARGO_PKG_VERSION").split('.').map(|p| p.parse::<u32>().unwrap_or(0));
-    Version {
-        major: parts.next().unwrap_or(0),
-        minor: parts.next().unwrap_or(0),
-        patch: parts.next().unwrap_or(0),
     }
 }
 

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::sync::mpsc;
 
 use async_trait::async_trait;
-use ff_core::capabilities::{BackendIdentity, Capabilities, ContractFamily, Supports, Version};
+use ff_core::capabilities::{Capabilities, Version};
 use ff_core::error::{BackendErrorKind, ValidationKind};
 use ff_core::{BackendTag, Clock, EngineError, PartitionConfig, SystemClock};
 use ff_engine::{Engine, Store, StoreRunner};
@@ -205,50 +205,8 @@ impl StoreRunner for SqliteRunner {
     }
 
     fn capabilities(&self) -> Capabilities {
-        let mut supports = Supports::none();
-        for name in [
-            "cancel_execution",
-            "change_priority",
-            "replay_execution",
-            "revoke_lease",
-            "read_execution_state",
-            "read_execution_info",
-            "get_execution_result",
-            "issue_reclaim_grant",
-            "register_worker",
-            "heartbeat_worker",
-            "mark_worker_dead",
-            "list_expired_leases",
-            "list_workers",
-            "block_execution_for_admission",
-            "stream_durable_summary",
-            "stream_best_effort_live",
-            "seed_waitpoint_hmac_secret",
-            "rotate_waitpoint_hmac_secret_all",
-            "list_pending_waitpoints",
-            "cancel_flow_header",
-            "ack_cancel_member",
-            "budget_admin",
-            "quota_admin",
-            "release_admission",
-            "read_quota_policy_limits",
-            "read_budget_usage_and_limits",
-        ] {
-            supports.set(name, true);
-        }
-        let identity = BackendIdentity { family: "sqlite", version: crate_version() };
-        let families = vec![
-            ContractFamily::Execution,
-            ContractFamily::Lease,
-            ContractFamily::Scheduling,
-            ContractFamily::WorkerRegistry,
-            ContractFamily::Streams,
-            ContractFamily::Suspension,
-            ContractFamily::Flows,
-            ContractFamily::Budgets,
-            ContractFamily::Quotas,
-        ];
-        Capabilities::new(identity, supports, families, self.clock.as_sim().is_some())
+        let version = Version::parse_lenient(env!("CARGO_PKG_VERSION"));
+        Capabilities::complete("sqlite", version, self.clock.as_sim().is_some())
     }
 
     async fn run<R, F>(&self, f: F) -> Result<R, EngineError>
@@ -262,14 +220,5 @@ impl StoreRunner for SqliteRunner {
         });
         self.jobs.send(job).map_err(|_| gone())?;
         rx.await.map_err(|_| gone())?
-    }
-}
-
-fn crate_version() -> Version {
-    let mut parts = env!("CARGO_PKG_VERSION").split('.').map(|p| p.parse::<u32>().unwrap_or(0));
-    Version {
-        major: parts.next().unwrap_or(0),
-        minor: parts.next().unwrap_or(0),
-        patch: parts.next().unwrap_or(0),
     }
 }

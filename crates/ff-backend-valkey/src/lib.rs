@@ -7,18 +7,18 @@
 //! turns the reply into the typed outcome. Every contract family is claimed.
 
 mod admission;
-pub mod raw;
 mod backend;
 mod flow;
 mod library;
 mod policy;
+pub mod raw;
 mod snapshot;
 mod streams;
 mod suspension;
 mod wire;
 
 use ferriskey::{Client, ClientBuilder, Value};
-use ff_core::capabilities::{BackendIdentity, Capabilities, ContractFamily, Supports, Version};
+use ff_core::capabilities::{Capabilities, ContractFamily, Version};
 use ff_core::keys::ExecKeys;
 use ff_core::{Clock, EngineError, ExecutionId, PartitionConfig, SimClock};
 
@@ -72,17 +72,7 @@ impl std::fmt::Debug for ValkeyBackend {
 }
 
 /// The contract families whose every contract is implemented in Lua (all of them).
-pub const FAMILIES: [ContractFamily; 9] = [
-    ContractFamily::Execution,
-    ContractFamily::Lease,
-    ContractFamily::Scheduling,
-    ContractFamily::WorkerRegistry,
-    ContractFamily::Suspension,
-    ContractFamily::Streams,
-    ContractFamily::Budgets,
-    ContractFamily::Quotas,
-    ContractFamily::Flows,
-];
+pub const FAMILIES: [ContractFamily; 9] = ff_core::capabilities::ALL_FAMILIES;
 
 impl ValkeyBackend {
     /// Connects, loads the function library and checks its version.
@@ -257,49 +247,8 @@ impl ValkeyBackend {
 
     /// The capability report: only fully implemented families are claimed.
     fn capability_report(&self) -> Capabilities {
-        let mut supports = Supports::none();
-        for name in [
-            "cancel_execution",
-            "change_priority",
-            "replay_execution",
-            "revoke_lease",
-            "read_execution_state",
-            "read_execution_info",
-            "get_execution_result",
-            "issue_reclaim_grant",
-            "list_expired_leases",
-            "block_execution_for_admission",
-            "register_worker",
-            "heartbeat_worker",
-            "mark_worker_dead",
-            "list_workers",
-            "seed_waitpoint_hmac_secret",
-            "rotate_waitpoint_hmac_secret_all",
-            "list_pending_waitpoints",
-            "stream_durable_summary",
-            "stream_best_effort_live",
-            "budget_admin",
-            "quota_admin",
-            "release_admission",
-            "read_quota_policy_limits",
-            "read_budget_usage_and_limits",
-            "cancel_flow_header",
-            "ack_cancel_member",
-        ] {
-            supports.set(name, true);
-        }
-        let identity = BackendIdentity { family: "valkey", version: crate_version() };
-        Capabilities::new(identity, supports, FAMILIES.to_vec(), self.cfg.clock.is_some())
-    }
-}
-
-/// This crate's version.
-fn crate_version() -> Version {
-    let part = |s: &str| s.parse().unwrap_or(0);
-    Version {
-        major: part(env!("CARGO_PKG_VERSION_MAJOR")),
-        minor: part(env!("CARGO_PKG_VERSION_MINOR")),
-        patch: part(env!("CARGO_PKG_VERSION_PATCH")),
+        let version = Version::parse_lenient(env!("CARGO_PKG_VERSION"));
+        Capabilities::complete("valkey", version, self.cfg.clock.is_some())
     }
 }
 

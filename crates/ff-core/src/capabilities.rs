@@ -201,3 +201,70 @@ impl Capabilities {
         self.families.contains(&family)
     }
 }
+
+impl Version {
+    /// Parses `major.minor.patch` (as `CARGO_PKG_VERSION`); missing or unparsable parts are 0.
+    pub fn parse_lenient(text: &str) -> Self {
+        let mut parts = text.split('.').map(|p| p.parse::<u32>().unwrap_or(0));
+        Self {
+            major: parts.next().unwrap_or(0),
+            minor: parts.next().unwrap_or(0),
+            patch: parts.next().unwrap_or(0),
+        }
+    }
+}
+
+/// The `Supports` flags of a backend that implements every method of the trait
+/// (the flags of methods nobody implements, such as subscriptions, stay false).
+pub const COMPLETE_SUPPORTS: [&str; 26] = [
+    "cancel_execution",
+    "change_priority",
+    "replay_execution",
+    "revoke_lease",
+    "read_execution_state",
+    "read_execution_info",
+    "get_execution_result",
+    "issue_reclaim_grant",
+    "register_worker",
+    "heartbeat_worker",
+    "mark_worker_dead",
+    "list_expired_leases",
+    "list_workers",
+    "block_execution_for_admission",
+    "stream_durable_summary",
+    "stream_best_effort_live",
+    "seed_waitpoint_hmac_secret",
+    "rotate_waitpoint_hmac_secret_all",
+    "list_pending_waitpoints",
+    "cancel_flow_header",
+    "ack_cancel_member",
+    "budget_admin",
+    "quota_admin",
+    "release_admission",
+    "read_quota_policy_limits",
+    "read_budget_usage_and_limits",
+];
+
+/// Every contract family.
+pub const ALL_FAMILIES: [ContractFamily; 9] = [
+    ContractFamily::Execution,
+    ContractFamily::Lease,
+    ContractFamily::Scheduling,
+    ContractFamily::WorkerRegistry,
+    ContractFamily::Streams,
+    ContractFamily::Suspension,
+    ContractFamily::Flows,
+    ContractFamily::Budgets,
+    ContractFamily::Quotas,
+];
+
+impl Capabilities {
+    /// The report of a backend that implements every contract of every family.
+    pub fn complete(family: &'static str, version: Version, simulated_clock: bool) -> Self {
+        let mut supports = Supports::none();
+        for name in COMPLETE_SUPPORTS {
+            supports.set(name, true);
+        }
+        Self::new(BackendIdentity { family, version }, supports, ALL_FAMILIES.to_vec(), simulated_clock)
+    }
+}
