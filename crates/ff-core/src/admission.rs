@@ -16,6 +16,15 @@ pub const USAGE_DEDUP_TTL_MS: i64 = 86_400_000;
 /// Longest quota window, in seconds (one year).
 pub const QUOTA_WINDOW_SECONDS_MAX: u64 = 86_400 * 365;
 
+/// Largest budget limit, usage delta or quota limit (2^53 − 1): every backend holds
+/// it exactly, including one whose scripts keep numbers as doubles.
+pub const ADMISSION_VALUE_MAX: u64 = (1 << 53) - 1;
+
+/// Checks one budget or quota number against [`ADMISSION_VALUE_MAX`].
+fn check_value(field: &str, v: u64) -> Result<(), EngineError> {
+    crate::contracts::check_range(field, v, 0, ADMISSION_VALUE_MAX)
+}
+
 /// Checks a dimension count against [`BUDGET_DIMENSIONS_MAX`].
 fn check_dimension_count(count: usize) -> Result<(), EngineError> {
     if count > BUDGET_DIMENSIONS_MAX {
@@ -73,6 +82,12 @@ impl Validate for CreateBudgetArgs {
         for d in &self.dimensions {
             check_name("dimensions", d)?;
         }
+        for v in &self.hard_limits {
+            check_value("hard_limits", *v)?;
+        }
+        for v in &self.soft_limits {
+            check_value("soft_limits", *v)?;
+        }
         check_text("scope_type", &self.scope_type, NAME_BYTES_MAX)?;
         check_text("scope_id", &self.scope_id, NAME_BYTES_MAX)?;
         check_text("enforcement_mode", &self.enforcement_mode, NAME_BYTES_MAX)?;
@@ -111,8 +126,9 @@ pub struct ReportUsageArgs {
 impl Validate for ReportUsageArgs {
     fn validate(&self) -> Result<(), EngineError> {
         check_dimension_count(self.dimensions.len())?;
-        for (d, _) in &self.dimensions {
+        for (d, v) in &self.dimensions {
             check_name("dimensions", d)?;
+            check_value("dimensions", *v)?;
         }
         check_key("dedup_key", self.dedup_key.as_ref())
     }
@@ -134,8 +150,9 @@ pub struct RecordSpendArgs {
 impl Validate for RecordSpendArgs {
     fn validate(&self) -> Result<(), EngineError> {
         check_dimension_count(self.deltas.len())?;
-        for d in self.deltas.keys() {
+        for (d, v) in &self.deltas {
             check_name("deltas", d)?;
+            check_value("deltas", *v)?;
         }
         check_key("idempotency_key", self.idempotency_key.as_ref())
     }
@@ -215,7 +232,9 @@ pub struct CreateQuotaPolicyArgs {
 
 impl Validate for CreateQuotaPolicyArgs {
     fn validate(&self) -> Result<(), EngineError> {
-        crate::contracts::check_range("window_seconds", self.window_seconds, 0, QUOTA_WINDOW_SECONDS_MAX)
+        crate::contracts::check_range("window_seconds", self.window_seconds, 0, QUOTA_WINDOW_SECONDS_MAX)?;
+        check_value("max_requests_per_window", self.max_requests_per_window)?;
+        check_value("max_concurrent", self.max_concurrent)
     }
 }
 
@@ -252,7 +271,9 @@ pub struct CheckAdmissionArgs {
 
 impl Validate for CheckAdmissionArgs {
     fn validate(&self) -> Result<(), EngineError> {
-        crate::contracts::check_range("window_seconds", self.window_seconds, 0, QUOTA_WINDOW_SECONDS_MAX)
+        crate::contracts::check_range("window_seconds", self.window_seconds, 0, QUOTA_WINDOW_SECONDS_MAX)?;
+        check_value("rate_limit", self.rate_limit)?;
+        check_value("concurrency_cap", self.concurrency_cap)
     }
 }
 
@@ -337,5 +358,42 @@ mod tests {
         assert!(l.is_unlimited());
         l.active_concurrency_cap = 1;
         assert!(!l.is_unlimited());
+    }
+}
+
+#[cfg(test)]
+mod value_bound_tests {
+    use super::*;
+
+    #[test]
+    fn numbers_above_two_to_the_53_are_refused_everywhere() {
+        let over = ADMISSION_VALUE_MAX + 1;
+        let budget = |hard: u64| CreateBudgetArgs {
+            budget_id: BudgetId::from_uuid(uuid::Uuid::nil()),
+            scope_type: String::new(),
+            scope_id: String::new(),
+            enforcement_mode: String::new(),
+            on_hard_limit: String::new(),
+            on_soft_limit: String::new(),
+            reset_interval_ms: 0,
+            dimensions: vec!["d".into()],
+            hard_limits: vec![hard],
+            soft_limits: vec![0],
+        };
+        assert!(budget(ADMISSION_VALUE_MAX).validate().is_ok());
+        assert!(budget(over).validate().is_err());
+        let report = ReportUsageArgs {
+            budget_id: BudgetId::from_uuid(uuid::Uuid::nil()),
+            dimensions: vec![("d".into(), over)],
+            dedup_key: None,
+        };
+        assert!(report.validate().is_err());
+        let quota = CreateQuotaPolicyArgs {
+            quota_policy_id: QuotaPolicyId::from_uuid(uuid::Uuid::nil()),
+            window_seconds: 1,
+            max_requests_per_window: over,
+            max_concurrent: 0,
+        };
+        assert!(quota.validate().is_err());
     }
 }
