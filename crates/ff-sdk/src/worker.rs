@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use ff_core::contracts::{
     BlockExecutionArgs, CapabilitySet, ClaimExecutionArgs, ClaimGrant, ClaimResumedExecutionArgs,
     ClaimedExecution, ExecutionSnapshot, IssueClaimGrantArgs, ReclaimExecutionArgs, ReclaimExecutionOutcome,
-    ReclaimGrant, RegisterWorkerArgs, RegisterWorkerOutcome, ResumeGrant, ScanEligibleArgs,
+    ReclaimGrant, RegisterWorkerArgs, RegisterWorkerOutcome, ResumeGrant,
 };
 use ff_core::error::{ContentionKind, ErrorClass, ValidationKind};
 use ff_core::partition::fnv1a_u64;
@@ -220,12 +220,14 @@ impl FlowFabricWorker {
         let count = self.partitions.num_flow_partitions.max(1);
         let chunk = CLAIM_SCAN_PARTITIONS_MAX.min(count);
         let start = self.scan_cursor.fetch_add(u64::from(chunk), Ordering::AcqRel) % u64::from(count);
-        for offset in 0..u64::from(chunk) {
-            // `(start + offset) mod count` is below `count: u16`.
-            let partition = ((start + offset) % u64::from(count)) as u16;
-            let Some(execution_id) = self.eligible_head(&lane, partition).await? else {
-                continue;
-            };
+        // `start < count: u16`; the window wraps into at most two ranges, each one batched
+        // read (one round trip on backends that pipeline it).
+        let start = start as u16;
+        let end = start.saturating_add(chunk).min(count);
+        let wrapped = chunk - (end - start);
+        let mut heads = self.eligible_heads(&lane, start..end).await?;
+        heads.extend(self.eligible_heads(&lane, 0..wrapped).await?);
+        for execution_id in heads {
             if !self.grant_to_self(&execution_id, &lane).await? {
                 continue;
             }
@@ -412,12 +414,19 @@ impl FlowFabricWorker {
         self.config.lanes.get(i).cloned().unwrap_or_else(|| LaneId::new("default"))
     }
 
-    /// The head of the lane's eligible index; retryable read errors skip the partition.
-    async fn eligible_head(&self, lane: &LaneId, partition: u16) -> Result<Option<ExecutionId>, SdkError> {
-        let scan = ScanEligibleArgs { lane_id: lane.clone(), partition, limit: 1 };
-        match self.backend.scan_eligible_executions(scan).await {
-            Ok(ids) => Ok(ids.into_iter().next()),
-            Err(e) if skippable(&e) => Ok(None),
+    /// The heads of the lane's eligible index over a partition range; a retryable read
+    /// error skips the range.
+    async fn eligible_heads(
+        &self,
+        lane: &LaneId,
+        partitions: std::ops::Range<u16>,
+    ) -> Result<Vec<ExecutionId>, SdkError> {
+        if partitions.is_empty() {
+            return Ok(Vec::new());
+        }
+        match self.backend.scan_eligible_heads(lane, partitions).await {
+            Ok(ids) => Ok(ids),
+            Err(e) if skippable(&e) => Ok(Vec::new()),
             Err(e) => Err(e.into()),
         }
     }
