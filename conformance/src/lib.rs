@@ -563,33 +563,23 @@ macro_rules! suite {
         }
         #[test]
         fn conformance_golden() {
-            $crate::run_group_for_test_cases(
-                $factory,
-                $crate::Group::Golden, $cases);
+            $crate::run_group_for_test_cases($factory, $crate::Group::Golden, $cases);
         }
         #[test]
         fn conformance_differential() {
-            $crate::run_group_for_test_cases(
-                $factory,
-                $crate::Group::Differential, $cases);
+            $crate::run_group_for_test_cases($factory, $crate::Group::Differential, $cases);
         }
         #[test]
         fn conformance_hostile() {
-            $crate::run_group_for_test_cases(
-                $factory,
-                $crate::Group::Hostile, $cases);
+            $crate::run_group_for_test_cases($factory, $crate::Group::Hostile, $cases);
         }
         #[test]
         fn conformance_queue_anomalies() {
-            $crate::run_group_for_test_cases(
-                $factory,
-                $crate::Group::QueueAnomalies, $cases);
+            $crate::run_group_for_test_cases($factory, $crate::Group::QueueAnomalies, $cases);
         }
         #[test]
         fn conformance_capabilities() {
-            $crate::run_group_for_test_cases(
-                $factory,
-                $crate::Group::Capabilities, $cases);
+            $crate::run_group_for_test_cases($factory, $crate::Group::Capabilities, $cases);
         }
     };
 }
