@@ -276,20 +276,5 @@ pub async fn purge_prefix(host: &str, port: u16, prefix: &str) -> Result<(), Ben
 ///
 /// Errors: the script is missing, or cannot start a server; the message carries its output.
 pub fn start_local_valkey(port: u16) -> Result<(), BenchError> {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/valkey.sh");
-    let out = std::process::Command::new("bash")
-        .arg(&script)
-        .arg("start")
-        .env("FF_VALKEY_PORT", port.to_string())
-        .output()
-        .map_err(|e| BenchError::context(format!("run {}", script.display()), e))?;
-    if out.status.success() {
-        return Ok(());
-    }
-    Err(BenchError(format!(
-        "scripts/valkey.sh start on port {port} failed ({}):\n{}{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )))
+    ff_backend_valkey::raw::start_local_server(port).map_err(BenchError)
 }

@@ -15,19 +15,9 @@ fn rt() -> tokio::runtime::Runtime {
 }
 
 fn start_valkey() {
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    let out = std::process::Command::new("bash")
-        .arg(root.join("scripts/valkey.sh"))
-        .arg("start")
-        .env("FF_VALKEY_PORT", VALKEY_PORT.to_string())
-        .output()
-        .expect("run scripts/valkey.sh");
-    assert!(
-        out.status.success(),
-        "scripts/valkey.sh start failed: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    if let Err(e) = ff_backend_valkey::raw::start_local_server(VALKEY_PORT) {
+        panic!("{e}");
+    }
 }
 
 fn sqlite(cfg: &SimConfig) -> Summary {

@@ -109,3 +109,40 @@ pub fn dump_prefix(host: &str, port: u16, prefix: &str) -> String {
     };
     run().unwrap_or_else(|e| format!("dump failed: {e}"))
 }
+
+/// Starts (or finds) a loopback server on `port` with the workspace's
+/// `scripts/valkey.sh start`, installing one if none is present; for tests,
+/// benches and tools run from this workspace.
+///
+/// Errors: the script cannot run or cannot start a server; the message carries its output.
+pub fn start_local_server(port: u16) -> Result<(), String> {
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/valkey.sh");
+    let out = std::process::Command::new("bash")
+        .arg(&script)
+        .arg("start")
+        .env("FF_VALKEY_PORT", port.to_string())
+        .output()
+        .map_err(|e| format!("cannot run {}: {e}", script.display()))?;
+    if out.status.success() {
+        return Ok(());
+    }
+    Err(format!(
+        "scripts/valkey.sh start on port {port} failed ({}):\n{}{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    ))
+}
+
+/// A key prefix unique to this process and call (`t<pid>-<nanos>-<n>:`), so tests
+/// share one server; keys of prefixes whose process is gone can be recognised and removed.
+pub fn fresh_test_prefix() -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or_default();
+    format!("t{}-{nanos}-{n}:", std::process::id())
+}

@@ -4,7 +4,6 @@
 #![allow(dead_code)]
 
 use std::sync::OnceLock;
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use ff_backend_valkey::raw::{Conn, Resp, command};
 use ff_backend_valkey::{ValkeyBackend, ValkeyConfig};
@@ -19,24 +18,9 @@ pub fn port() -> u16 {
 pub fn ensure_server() {
     static STARTED: OnceLock<Result<(), String>> = OnceLock::new();
     let r = STARTED.get_or_init(|| {
-        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-        let out = std::process::Command::new("bash")
-            .arg(root.join("scripts/valkey.sh"))
-            .arg("start")
-            .env("FF_VALKEY_PORT", port().to_string())
-            .output()
-            .map_err(|e| format!("cannot run scripts/valkey.sh: {e}"))?;
-        if out.status.success() {
-            remove_stale_keys();
-            Ok(())
-        } else {
-            Err(format!(
-                "scripts/valkey.sh start failed ({}):\n{}{}",
-                out.status,
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr)
-            ))
-        }
+        ff_backend_valkey::raw::start_local_server(port())?;
+        remove_stale_keys();
+        Ok(())
     });
     if let Err(e) = r {
         panic!("{e}");
@@ -45,13 +29,7 @@ pub fn ensure_server() {
 
 /// A key prefix unique to this process and call, so tests share the server safely.
 pub fn fresh_prefix() -> String {
-    static NEXT: AtomicU64 = AtomicU64::new(0);
-    let n = NEXT.fetch_add(1, Ordering::Relaxed);
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos())
-        .unwrap_or_default();
-    format!("t{}-{nanos}-{n}:", std::process::id())
+    ff_backend_valkey::raw::fresh_test_prefix()
 }
 
 /// A backend on a fresh prefix, with an optional simulated clock.

@@ -64,25 +64,7 @@ pub fn valkey_port() -> u16 {
 /// Starts the Valkey server once per test binary; panics (fails the test) when it cannot start.
 pub fn ensure_valkey_server() {
     static STARTED: OnceLock<Result<(), String>> = OnceLock::new();
-    let started = STARTED.get_or_init(|| {
-        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-        let out = std::process::Command::new("bash")
-            .arg(root.join("scripts/valkey.sh"))
-            .arg("start")
-            .env("FF_VALKEY_PORT", valkey_port().to_string())
-            .output()
-            .map_err(|e| format!("cannot run scripts/valkey.sh: {e}"))?;
-        if out.status.success() {
-            return Ok(());
-        }
-        Err(format!(
-            "scripts/valkey.sh start failed ({}):\n{}{}",
-            out.status,
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ))
-    });
-    if let Err(e) = started {
+    if let Err(e) = STARTED.get_or_init(|| ff_backend_valkey::raw::start_local_server(valkey_port())) {
         panic!("{e}");
     }
 }
@@ -90,13 +72,7 @@ pub fn ensure_valkey_server() {
 /// A key prefix unique to this process and call (`t<pid>-<nanos>-<n>:`, the form whose
 /// keys the Valkey backend's test setup removes once the process is gone).
 pub fn fresh_key_prefix() -> String {
-    static NEXT: AtomicU64 = AtomicU64::new(0);
-    let n = NEXT.fetch_add(1, Ordering::Relaxed);
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos())
-        .unwrap_or_default();
-    format!("t{}-{nanos}-{n}:", std::process::id())
+    ff_backend_valkey::raw::fresh_test_prefix()
 }
 
 async fn open_backend(kind: Kind, clock: &SimClock) -> Arc<dyn EngineBackend> {
