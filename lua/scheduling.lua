@@ -205,6 +205,10 @@ local function block_execution(keys, args)
   if target == nil then
     error(reject('invalid_blocking_reason', args[5]))
   end
+  -- A live grant's holder already passed admission; blocking now would fail its claim.
+  if live_grant(c, now) then
+    error(reject('grant_already_exists'))
+  end
   local attempt_state = core.attempt_state
   if attempt_state == 'none' then
     attempt_state = 'pending_first_attempt'

@@ -495,6 +495,13 @@ async fn grant_priority_and_block_codes(ctx: Ctx) {
     let ub = |id, r| UnblockExecutionArgs { execution_id: id, expected_reason: r };
     rejects!(h, h.b.unblock_execution(ub(missing(), None)), "execution_not_found");
     rejects!(h, h.b.unblock_execution(ub(h.id("e1"), None)), "execution_not_eligible");
+    // A live grant shields the execution from admission blocks (its holder already passed them).
+    rejects!(
+        h,
+        h.b.block_execution_for_admission(blk(h.id("e1"), BlockingReason::WaitingForQuota)),
+        "grant_already_exists"
+    );
+    h.advance(5_001);
     h.b.block_execution_for_admission(blk(h.id("e1"), BlockingReason::WaitingForQuota)).await.unwrap();
     rejects!(
         h,

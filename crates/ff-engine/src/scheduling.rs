@@ -274,6 +274,11 @@ pub fn block_execution_for_admission(
     let Some((eligibility, index)) = block_target(args.reason) else {
         return Err(EngineError::validation(ValidationKind::InvalidBlockingReason, args.reason.as_str()));
     };
+    // A live grant belongs to a worker that passed admission; parking the execution now
+    // would make that worker's claim fail (decision: the reference blocks regardless).
+    if live_grant_exists(store, &args.execution_id, now)? {
+        return Err(EngineError::State(StateKind::GrantAlreadyExists));
+    }
     let attempt_state = match core.state.attempt_state {
         AttemptState::None => AttemptState::PendingFirstAttempt,
         other => other,

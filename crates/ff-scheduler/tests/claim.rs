@@ -393,3 +393,34 @@ async fn a_live_grant_is_not_granted_twice() {
     assert_eq!(first, Some(id));
     assert_eq!(must(env.claim("inst-2", &[]).await, "claim"), None);
 }
+
+#[tokio::test]
+async fn a_worker_without_the_capability_does_not_break_another_workers_grant() {
+    let env = Env::new(1);
+    let gpu = env.submit(0, json!({"routing_requirements": {"required_capabilities": ["gpu"]}})).await;
+    let grant = must(env.claim("inst-gpu", &["gpu"]).await, "capable claim");
+    let grant = grant.unwrap_or_else(|| panic!("the capable worker got no grant"));
+    assert_eq!(grant.execution_id, gpu);
+    // A worker lacking the capability scans the same head while the grant is live: the
+    // route block is refused, so the execution stays eligible for the grant holder.
+    assert_eq!(must(env.claim("inst-cpu", &["cpu"]).await, "incapable claim"), None);
+    assert_eq!(env.state(&gpu).await.eligibility_state, EligibilityState::EligibleNow);
+    env.lease(&grant, "inst-gpu").await;
+    assert_eq!(env.state(&gpu).await.public_state, PublicState::Active);
+}
+
+#[tokio::test]
+async fn a_lapsed_grant_no_longer_shields_the_execution_from_a_route_block() {
+    let env = Env::new(1);
+    let gpu = env.submit(0, json!({"routing_requirements": {"required_capabilities": ["gpu"]}})).await;
+    assert!(must(env.claim("inst-gpu", &["gpu"]).await, "capable claim").is_some());
+    env.clock.advance(GRANT_TTL_MS + 1);
+    assert_eq!(must(env.claim("inst-cpu", &["cpu"]).await, "incapable claim"), None);
+    check_one_state(&env, &gpu).await;
+}
+
+async fn check_one_state(env: &Env, id: &ExecutionId) {
+    let state = env.state(id).await;
+    assert_eq!(state.eligibility_state, EligibilityState::BlockedByRoute);
+    assert_eq!(state.blocking_detail, ROUTE_BLOCK_DETAIL);
+}
