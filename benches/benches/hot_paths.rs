@@ -1,6 +1,6 @@
 //! Hot paths per backend, grouped `backend/operation/size`:
 //! the eligible scan over 256 partitions (idle and loaded, 1k and 100k
-//! executions), grant + claim, claim → complete, renew, deliver a signal to a
+//! executions; one call per partition, and one batched `scan_eligible_heads`), grant + claim, claim → complete, renew, deliver a signal to a
 //! suspended execution, and append a frame (the last two only on backends
 //! that claim the family; skipped ones are printed).
 //!
@@ -55,10 +55,15 @@ impl Kind {
 }
 
 /// Whether a bench operation runs: `FF_BENCH_ONLY` (comma-separated substrings of
-/// operation names, e.g. `claim_complete,renew`) skips the setup of the others too.
+/// operation names, e.g. `claim_complete,renew`) skips the setup of the others too; an
+/// `a|b` operation runs when either name is wanted.
 fn wanted(operation: &str) -> bool {
     match std::env::var("FF_BENCH_ONLY") {
-        Ok(only) => only.split(',').any(|o| !o.trim().is_empty() && operation.contains(o.trim())),
+        Ok(only) => only
+            .split(',')
+            .map(str::trim)
+            .filter(|o| !o.is_empty())
+            .any(|o| operation.split('|').any(|name| name.contains(o))),
         Err(_) => true,
     }
 }
@@ -176,6 +181,12 @@ async fn scan_all(b: &Backend, lane: &LaneId) -> usize {
     found
 }
 
+/// The same poll as one `scan_eligible_heads` call over every partition (one round trip on
+/// backends that batch it).
+async fn scan_heads(b: &Backend, lane: &LaneId) -> usize {
+    b.scan_eligible_heads(lane, 0..PARTITIONS).await.expect("scan heads").len()
+}
+
 /// `{b}/eligible_scan_idle/N` polls an empty lane of a store holding N eligible executions on
 /// another lane; `{b}/eligible_scan_loaded/N` polls the lane holding them.
 fn eligible_scan(c: &mut Criterion, rt: &tokio::runtime::Runtime, kind: Kind) {
@@ -192,13 +203,24 @@ fn eligible_scan(c: &mut Criterion, rt: &tokio::runtime::Runtime, kind: Kind) {
         let t0 = Instant::now();
         rt.block_on(populate(&b, &lane(), 0, size));
         eprintln!("{}: populated {size} executions in {:.1?}", kind.name(), t0.elapsed());
-        for (operation, lane, expected) in [
-            ("eligible_scan_idle", LaneId::new("idle"), 0),
-            ("eligible_scan_loaded", lane(), usize::from(PARTITIONS)),
+        for (operation, lane, expected, batched) in [
+            ("eligible_scan_idle", LaneId::new("idle"), 0, false),
+            ("eligible_scan_loaded", lane(), usize::from(PARTITIONS), false),
+            ("eligible_heads_idle", LaneId::new("idle"), 0, true),
+            ("eligible_heads_loaded", lane(), usize::from(PARTITIONS), true),
         ] {
+            if !wanted(operation) {
+                continue;
+            }
             let mut group = c.benchmark_group(format!("{}/{operation}", kind.name()));
             group.bench_function(BenchmarkId::from_parameter(label), |bench| {
-                bench.iter(|| assert_eq!(rt.block_on(scan_all(&b, &lane)), expected))
+                bench.iter(|| {
+                    let found = match batched {
+                        false => rt.block_on(scan_all(&b, &lane)),
+                        true => rt.block_on(scan_heads(&b, &lane)),
+                    };
+                    assert_eq!(found, expected)
+                })
             });
             group.finish();
         }
@@ -431,7 +453,7 @@ fn main() {
         let families = backend(&rt, kind, Durability::Normal).capabilities();
         type Bench = fn(&mut Criterion, &tokio::runtime::Runtime, Kind);
         let benches: [(&str, Option<ContractFamily>, Bench); 6] = [
-            ("eligible_scan", None, eligible_scan),
+            ("eligible_scan|eligible_heads", None, eligible_scan),
             ("grant_claim", None, grant_claim_bench),
             ("claim_complete", None, claim_complete),
             ("renew", None, renew),
