@@ -4,6 +4,14 @@
 //! that owns the connection, so async callers never block the runtime. The
 //! database runs in WAL mode with `synchronous = FULL`: a contract that
 //! returned has been committed to disk.
+//!
+//! Storage layout (see `README.md` for the table list): the execution-keyed
+//! tables, the ordered index table `idx`, the completion feed and the worker
+//! registry come from migrations 1–2; every `RecordKind` has its own table
+//! (migration 4), with typed key and foreign-key columns next to the JSON
+//! record, and the tabular parts of a record as child rows — a flow's edges
+//! (`flow_edges`), members and edge groups, a budget's dimensions and
+//! ledgers, a quota policy's guards, an execution's applied dependencies.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -15,8 +23,11 @@ use ff_core::error::{BackendErrorKind, ValidationKind};
 use ff_core::{BackendTag, Clock, EngineError, PartitionConfig, SystemClock};
 use ff_engine::{Engine, Store, StoreRunner};
 
+mod records;
 mod schema;
 mod store;
+#[cfg(test)]
+mod upgrade_tests;
 
 pub use store::SqliteStore;
 

@@ -1,4 +1,5 @@
-//! `Store` over SQLite tables; records are typed rows (JSON for the wide ones).
+//! `Store` over SQLite tables; records are typed rows (JSON for the wide ones);
+//! the `RecordKind` records go through `records`, one table per kind.
 
 use std::cell::Cell;
 use std::collections::BTreeMap;
@@ -30,7 +31,10 @@ use rusqlite::{Connection, OptionalExtension, params};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::{OpenError, schema};
+use crate::{OpenError, records, schema};
+
+/// Prepared statements kept per connection.
+const STATEMENT_CACHE_CAPACITY: usize = 192;
 
 /// The connection and the fault flag of the running transaction.
 pub struct SqliteStore {
@@ -93,13 +97,29 @@ impl SqliteStore {
             .map_err(|e| OpenError::Corrupt { path: path_text.to_owned(), reason: e.to_string() })?;
         schema::migrate(&mut conn, path_text)?;
         schema::check_partitions(&conn, &cfg)?;
-        conn.set_prepared_statement_cache_capacity(64);
+        // Room for every statement the store and the record tables prepare
+        // (about 120), so the hot paths never re-prepare.
+        conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE_CAPACITY);
         Ok(Self { conn, cfg, faulted: Cell::new(false) })
     }
 
     fn fail(&self, e: impl std::error::Error + Send + Sync + 'static) -> EngineError {
         self.faulted.set(true);
         EngineError::transport("sqlite", BackendErrorKind::Other, Box::new(e))
+    }
+
+    /// A record-table failure: a storage fault, or a record of the wrong shape (corruption).
+    fn record_fault(&self, e: records::RecordError) -> EngineError {
+        match e {
+            records::RecordError::Sql(e) => self.fail(e),
+            corrupt @ records::RecordError::Corrupt { .. } => {
+                self.faulted.set(true);
+                EngineError::validation(
+                    ff_core::error::ValidationKind::Corruption,
+                    format!("sqlite: {corrupt}"),
+                )
+            }
+        }
     }
 
     fn sql<T>(&self, r: rusqlite::Result<T>) -> StoreResult<T> {
@@ -197,7 +217,6 @@ impl SqliteStore {
                 "idempotency",
                 "SELECT namespace || '/' || key, execution_id || ' ' || expires_at FROM idempotency ORDER BY namespace, key",
             ),
-            ("records", "SELECT kind || '/' || key, value FROM records ORDER BY kind, key"),
             (
                 "stream_meta",
                 "SELECT execution_id || '#' || attempt_index, record FROM stream_meta ORDER BY execution_id, attempt_index",
@@ -207,8 +226,10 @@ impl SqliteStore {
                 "SELECT execution_id || '#' || attempt_index, record FROM summaries ORDER BY execution_id, attempt_index",
             ),
         ];
+        let tables =
+            tables.into_iter().map(|(name, sql)| (name, sql.to_owned())).chain(records::dump_queries());
         for (name, sql) in tables {
-            let rows = self.conn.prepare(sql).and_then(|mut s| {
+            let rows = self.conn.prepare(&sql).and_then(|mut s| {
                 s.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, rusqlite::types::Value>(1)?)))?
                     .collect::<Result<Vec<_>, _>>()
             });
@@ -469,23 +490,15 @@ impl Store for SqliteStore {
     }
 
     fn get_record(&self, kind: RecordKind, key: &str) -> StoreResult<Option<String>> {
-        let mut stmt =
-            self.sql(self.conn.prepare_cached("SELECT value FROM records WHERE kind = ?1 AND key = ?2"))?;
-        self.sql(stmt.query_row(params![kind.as_str(), key], |r| r.get(0)).optional())
+        records::get(&self.conn, kind, key).map_err(|e| self.record_fault(e))
     }
 
     fn put_record(&mut self, kind: RecordKind, key: &str, json: &str) -> StoreResult<()> {
-        self.exec(
-            "INSERT INTO records (kind, key, value) VALUES (?1, ?2, ?3)
-             ON CONFLICT (kind, key) DO UPDATE SET value = excluded.value",
-            params![kind.as_str(), key, json],
-        )
-        .map(|_| ())
+        records::put(&self.conn, kind, key, json).map_err(|e| self.record_fault(e))
     }
 
     fn delete_record(&mut self, kind: RecordKind, key: &str) -> StoreResult<bool> {
-        self.exec("DELETE FROM records WHERE kind = ?1 AND key = ?2", params![kind.as_str(), key])
-            .map(|n| n > 0)
+        records::delete(&self.conn, kind, key).map_err(|e| self.record_fault(e))
     }
 
     fn index_count(&self, key: &IndexKey) -> StoreResult<u64> {
