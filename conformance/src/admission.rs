@@ -23,7 +23,7 @@ use proptest::test_runner::{Config, RngAlgorithm, TestCaseError, TestRng, TestRu
 use uuid::Uuid;
 
 use crate::cases::assert_invariants;
-use crate::{Case, Ctx, Group, Harness, case, rejects};
+use crate::{Case, Ctx, Group, Harness, case, rejects, simulated_only, untimed};
 
 /// Budget and quota ids named in transcripts (`B<n>`, `Q<n>` for `n` below this).
 const NAMED_IDS_MAX: u64 = 10;
@@ -31,10 +31,7 @@ const NAMED_IDS_MAX: u64 = 10;
 const SCHEDULER_DEFAULT_WINDOW_SECONDS: u64 = 60;
 
 fn harness(ctx: &Ctx) -> Harness {
-    match Harness::new(&ctx.fixture) {
-        Some(h) => h,
-        None => panic!("budget and quota cases need a simulated clock"),
-    }
+    Harness::new(&ctx.fixture)
 }
 
 fn budget(n: u64) -> BudgetId {
@@ -334,7 +331,9 @@ async fn budget_create_codes(ctx: Ctx) {
     let mut h = harness(&ctx);
     let b = h.b.clone();
     let dims = [("tokens", 100, 80), ("calls", 0, 5)];
+    let creating = h.now().await;
     let created = b.create_budget(budget_args(1, &dims, 0)).await.expect("create");
+    let done = h.now().await;
     assert_eq!(created, CreateBudgetOutcome::Created { budget_id: budget(1) });
     let again = b.create_budget(budget_args(1, &[("other", 1, 1)], 50)).await.expect("again");
     assert_eq!(again, CreateBudgetOutcome::AlreadySatisfied { budget_id: budget(1) });
@@ -349,11 +348,15 @@ async fn budget_create_codes(ctx: Ctx) {
     assert!(s.usage.is_empty(), "usage starts empty: {:?}", s.usage);
     assert_eq!((s.breach_count, s.soft_breach_count), (0, 0));
     assert_eq!((s.last_breach_at, s.last_breach_dim.as_deref()), (None, None));
-    assert_eq!((s.next_reset_at, s.created_at), (None, Some(h.now())));
+    assert_eq!(s.next_reset_at, None);
+    h.assert_stamp("created_at", s.created_at.unwrap_or(i64::MIN), creating, done);
     // A periodic budget schedules its first reset at creation.
-    h.advance(7);
+    h.advance(7).await;
+    let creating = h.now().await;
     b.create_budget(budget_args(2, &dims, 60_000)).await.expect("create periodic");
-    assert_eq!(status(&h, 2).await.next_reset_at, Some(h.now() + 60_000));
+    let done = h.now().await;
+    let next = status(&h, 2).await.next_reset_at.unwrap_or(i64::MIN);
+    h.assert_stamp("next_reset_at", next, creating + 60_000, done + 60_000);
     // Rust pre-checks: typed Validation errors, nothing written.
     let wide: Vec<(String, u64, u64)> =
         (0..=BUDGET_DIMENSIONS_MAX).map(|i| (format!("d{i}"), 1, 1)).collect();
@@ -399,9 +402,11 @@ async fn report_usage_outcomes(ctx: Ctx) {
     let s = status(&h, 1).await;
     assert_eq!(map_text(&s.usage), "{calls=3, tokens=100}");
     assert_eq!((s.breach_count, s.soft_breach_count), (0, 2));
-    h.advance(5);
+    h.advance(5).await;
     // Hard breach: the pre-increment usage, nothing incremented (not even `calls`).
+    let breaching = h.now().await;
     let hard = report(&mut h, 1, &[("calls", 7), ("tokens", 1)]).await;
+    let breached = h.now().await;
     assert_eq!(
         hard,
         ReportUsageResult::HardBreach { dimension: "tokens".into(), current_usage: 100, hard_limit: 100 }
@@ -409,7 +414,8 @@ async fn report_usage_outcomes(ctx: Ctx) {
     let s = status(&h, 1).await;
     assert_eq!(map_text(&s.usage), "{calls=3, tokens=100}", "all-or-nothing");
     assert_eq!((s.breach_count, s.soft_breach_count), (1, 2));
-    assert_eq!((s.last_breach_dim.as_deref(), s.last_breach_at), (Some("tokens"), Some(h.now())));
+    assert_eq!(s.last_breach_dim.as_deref(), Some("tokens"));
+    h.assert_stamp("last_breach_at", s.last_breach_at.unwrap_or(i64::MIN), breaching, breached);
     // An unlimited dimension takes any amount.
     assert_eq!(report(&mut h, 1, &[("calls", 1_000_000)]).await, ReportUsageResult::Ok);
     // The first breaching dimension in argument order is the one reported.
@@ -456,9 +462,9 @@ async fn usage_dedup_keys(ctx: Ctx) {
     );
     // The marker lives 24 h.
     b.reset_budget(&budget(1)).await.expect("reset");
-    h.advance(USAGE_DEDUP_TTL_MS as u64 - 1);
+    h.advance(USAGE_DEDUP_TTL_MS as u64 - 1).await;
     assert_eq!(b.report_usage_and_check(once.clone()).await.expect("day"), ReportUsageResult::AlreadyApplied);
-    h.advance(1);
+    h.advance(1).await;
     assert_eq!(b.report_usage_and_check(once).await.expect("lapsed"), ReportUsageResult::Ok);
     assert_eq!(status(&h, 1).await.usage["tokens"], 10);
 }
@@ -502,9 +508,11 @@ async fn reset_budget_codes(ctx: Ctx) {
     create_budget(&mut h, 1, &[("tokens", 10, 5), ("calls", 0, 0)], 60_000).await;
     report(&mut h, 1, &[("tokens", 8), ("calls", 2)]).await;
     report(&mut h, 1, &[("tokens", 3)]).await;
-    h.advance(1_000);
+    h.advance(1_000).await;
+    let resetting = h.now().await;
     let next = b.reset_budget(&budget(1)).await.expect("reset");
-    assert_eq!(next, Some(h.now() + 60_000));
+    let reset = h.now().await;
+    h.assert_stamp("next_reset_at", next.unwrap_or(i64::MIN), resetting + 60_000, reset + 60_000);
     let s = status(&h, 1).await;
     assert_eq!(map_text(&s.usage), "{calls=0, tokens=0}");
     assert_eq!((s.breach_count, s.soft_breach_count), (1, 1), "reset keeps the counters");
@@ -526,15 +534,15 @@ async fn budget_reset_scanner(ctx: Ctx) {
     report(&mut h, 1, &[("tokens", 40)]).await;
     report(&mut h, 2, &[("tokens", 40)]).await;
     let due = status(&h, 1).await.next_reset_at.expect("scheduled");
-    h.advance(9_999);
+    h.advance(9_999).await;
     h.scan(ScannerKind::BudgetReset).await;
     assert_eq!(status(&h, 1).await.usage["tokens"], 40, "not due yet");
-    h.advance(1);
-    assert_eq!(h.now(), due);
+    h.advance(1).await;
+    assert_eq!(h.now().await, due);
     h.scan(ScannerKind::BudgetReset).await;
     let s = status(&h, 1).await;
     assert_eq!(s.usage["tokens"], 0, "reset when due");
-    assert_eq!(s.next_reset_at, Some(h.now() + 10_000), "rescheduled");
+    assert_eq!(s.next_reset_at, Some(h.now().await + 10_000), "rescheduled");
     assert_eq!(status(&h, 2).await.usage["tokens"], 40, "a budget without an interval is never reset");
     h.scan(ScannerKind::BudgetReset).await;
     assert_eq!(h.log.last().map(String::as_str), Some("scan BudgetReset -> examined 0 acted 0"));
@@ -676,15 +684,15 @@ async fn admission_outcomes(ctx: Ctx) {
     let rate = |e: u64| admit_args(1, &eid(e), 10, 2, 0);
     assert_eq!(admit(&b, rate(1)).await, CheckAdmissionResult::Admitted);
     assert_eq!(admit(&b, rate(1)).await, CheckAdmissionResult::AlreadyAdmitted);
-    h.advance(1_000);
+    h.advance(1_000).await;
     assert_eq!(admit(&b, rate(2)).await, CheckAdmissionResult::Admitted, "a guard hit adds no window entry");
-    h.advance(1_000);
+    h.advance(1_000).await;
     assert_eq!(admit(&b, rate(3)).await, CheckAdmissionResult::RateExceeded { retry_after_ms: 8_000 });
     assert_eq!(admit(&b, rate(3)).await, CheckAdmissionResult::RateExceeded { retry_after_ms: 8_000 });
-    h.advance(7_999);
+    h.advance(7_999).await;
     assert_eq!(admit(&b, rate(1)).await, CheckAdmissionResult::AlreadyAdmitted, "guard lives W ms");
     assert_eq!(admit(&b, rate(3)).await, CheckAdmissionResult::RateExceeded { retry_after_ms: 1 });
-    h.advance(1);
+    h.advance(1).await;
     // Entries scored ≤ now − W leave the window; the guard lapses at the same instant.
     assert_eq!(admit(&b, rate(3)).await, CheckAdmissionResult::Admitted);
     assert_eq!(admit(&b, rate(1)).await, CheckAdmissionResult::RateExceeded { retry_after_ms: 1_000 });
@@ -721,9 +729,19 @@ async fn release_admission_semantics(ctx: Ctx) {
     assert_eq!(b.read_quota_policy_limits(&quota(9)).await.expect("read"), None);
     // The window entry outlives the release.
     let rate = |e: u64| admit_args(2, &eid(e), 10, 1, 0);
+    let admitting = h.now().await;
     assert_eq!(admit(&b, rate(1)).await, CheckAdmissionResult::Admitted);
     b.release_admission(&quota(2), &eid(1)).await.expect("release");
-    assert_eq!(admit(&b, rate(1)).await, CheckAdmissionResult::RateExceeded { retry_after_ms: 10_000 });
+    let again = admit(&b, rate(1)).await;
+    // The full window, less whatever real time passed since the admission.
+    let elapsed = u64::try_from(h.now().await - admitting).unwrap_or(0);
+    match again {
+        CheckAdmissionResult::RateExceeded { retry_after_ms } => assert!(
+            (10_000u64.saturating_sub(elapsed)..=10_000).contains(&retry_after_ms),
+            "retry_after_ms {retry_after_ms} with {elapsed} ms elapsed"
+        ),
+        other => panic!("expected RateExceeded, got {other:?}"),
+    }
 }
 
 /// Spec 03 §7.3.8 and §4.4: nothing decrements the counter when guards lapse;
@@ -735,14 +753,14 @@ async fn quota_reconciler_recount(ctx: Ctx) {
     b.create_quota_policy(quota_args(2, 0, 0, 1)).await.expect("create windowless");
     let cap = |e: u64| admit_args(1, &eid(e), 10, 0, 2);
     assert_eq!(admit(&b, cap(1)).await, CheckAdmissionResult::Admitted);
-    h.advance(5_000);
+    h.advance(5_000).await;
     assert_eq!(admit(&b, cap(2)).await, CheckAdmissionResult::Admitted);
     assert_eq!(admit(&b, admit_args(2, &eid(1), 0, 0, 1)).await, CheckAdmissionResult::Admitted);
     h.scan(ScannerKind::QuotaReconciler).await;
     assert_eq!(h.log.last().map(String::as_str), Some("scan QuotaReconciler -> examined 2 acted 1"));
     // Q2 keeps no guard without a window, so its counter dropped to 0.
     assert_eq!(admit(&b, admit_args(2, &eid(2), 0, 0, 1)).await, CheckAdmissionResult::Admitted);
-    h.advance(5_000);
+    h.advance(5_000).await;
     assert_eq!(
         admit(&b, cap(3)).await,
         CheckAdmissionResult::ConcurrencyExceeded,
@@ -773,10 +791,10 @@ async fn unblock_waiting_for_quota(ctx: Ctx) {
     assert_eq!(public_state(&h, "unattached").await, PublicState::Waiting, "no quota → cleared");
     assert_eq!(public_state(&h, "rated").await, PublicState::RateLimited);
     assert_eq!(public_state(&h, "capped").await, PublicState::RateLimited);
-    h.advance(9_999);
+    h.advance(9_999).await;
     h.scan(ScannerKind::Unblock).await;
     assert_eq!(public_state(&h, "rated").await, PublicState::RateLimited, "window still full");
-    h.advance(1);
+    h.advance(1).await;
     h.scan(ScannerKind::Unblock).await;
     assert_eq!(public_state(&h, "rated").await, PublicState::Waiting, "the window slid");
     assert_eq!(public_state(&h, "capped").await, PublicState::RateLimited, "the cap does not slide");
@@ -797,12 +815,12 @@ async fn budget_hard_breach_during_running_attempt(ctx: Ctx) {
     create_budget(&mut h, 1, &[("tokens", 100, 80)], 0).await;
     create_attached(&mut h, "e1", &[1], None).await;
     assert!(schedule(&mut h, "e1", "w1").await, "e1 is admitted");
-    h.advance(1_000);
+    h.advance(1_000).await;
     report(&mut h, 1, &[("tokens", 60)]).await;
     report(&mut h, 1, &[("tokens", 30)]).await;
     report(&mut h, 1, &[("tokens", 10)]).await;
     let before = h.b.describe_execution(&h.id("e1")).await.expect("describe");
-    h.advance(1_000);
+    h.advance(1_000).await;
     let breach = report(&mut h, 1, &[("tokens", 5)]).await;
     assert!(matches!(breach, ReportUsageResult::HardBreach { current_usage: 100, .. }), "{breach:?}");
     assert_eq!(before, h.b.describe_execution(&h.id("e1")).await.expect("describe"), "e1 untouched");
@@ -815,7 +833,7 @@ async fn budget_hard_breach_during_running_attempt(ctx: Ctx) {
     h.eligible().await;
     h.scan(ScannerKind::Unblock).await;
     h.show("e2").await;
-    h.advance(1_000);
+    h.advance(1_000).await;
     let next = h.b.reset_budget(&budget(1)).await.expect("reset");
     let next = next.map(|t| h.t(t)).unwrap_or_else(|| "-".into());
     say(&mut h, format!("reset B1 -> next reset {next}"));
@@ -838,7 +856,7 @@ async fn quota_window_sliding(ctx: Ctx) {
         create_attached(&mut h, name, &[], Some(1)).await;
     }
     assert!(schedule(&mut h, "e1", "w1").await);
-    h.advance(1_000);
+    h.advance(1_000).await;
     assert!(schedule(&mut h, "e2", "w1").await);
     assert!(!schedule(&mut h, "e3", "w1").await, "third in the window is refused");
     h.show("e3").await;
@@ -847,15 +865,15 @@ async fn quota_window_sliding(ctx: Ctx) {
     h.complete("e2").await.expect("complete");
     h.scan(ScannerKind::Unblock).await;
     assert_eq!(public_state(&h, "e3").await, PublicState::RateLimited);
-    h.advance(8_999);
+    h.advance(8_999).await;
     h.scan(ScannerKind::Unblock).await;
     h.show("e3").await;
-    h.advance(1);
+    h.advance(1).await;
     h.scan(ScannerKind::Unblock).await;
     h.show("e3").await;
     assert!(schedule(&mut h, "e3", "w1").await, "e1's entry left the window");
     assert!(!schedule(&mut h, "e4", "w1").await, "e2 and e3 fill the window");
-    h.advance(1_000);
+    h.advance(1_000).await;
     h.scan(ScannerKind::Unblock).await;
     assert!(schedule(&mut h, "e4", "w1").await, "e2's entry left the window");
     for name in ["e3", "e4"] {
@@ -1109,18 +1127,33 @@ pub fn cases() -> Vec<Case> {
     vec![
         case!(budgets, budget_create_codes),
         case!(budgets, report_usage_outcomes),
-        case!(budgets, usage_dedup_keys),
-        case!(budgets, record_spend_and_release),
+        simulated_only(
+            case!(budgets, usage_dedup_keys),
+            "the dedup marker's 24 h lifetime is the spec's, not the case's, and is checked to the millisecond",
+        ),
+        untimed(case!(budgets, record_spend_and_release)),
         case!(budgets, reset_budget_codes),
-        case!(budgets, budget_reset_scanner),
-        case!(budgets, budget_reconciler_marker_stays_out_of_usage),
-        case!(budgets, unblock_waiting_for_budget),
-        case!(budgets, budget_usage_never_exceeds_hard_limit),
-        case!(quotas, quota_create_and_limits),
-        case!(quotas, admission_outcomes),
-        case!(quotas, release_admission_semantics),
-        case!(quotas, quota_reconciler_recount),
-        case!(quotas, unblock_waiting_for_quota),
+        simulated_only(
+            case!(budgets, budget_reset_scanner),
+            "checks the reset at its exact due instant and not a millisecond before",
+        ),
+        untimed(case!(budgets, budget_reconciler_marker_stays_out_of_usage)),
+        untimed(case!(budgets, unblock_waiting_for_budget)),
+        untimed(case!(budgets, budget_usage_never_exceeds_hard_limit)),
+        untimed(case!(quotas, quota_create_and_limits)),
+        simulated_only(
+            case!(quotas, admission_outcomes),
+            "checks exact retry_after_ms values at exact instants of a whole-second rate window",
+        ),
+        untimed(case!(quotas, release_admission_semantics)),
+        simulated_only(
+            case!(quotas, quota_reconciler_recount),
+            "lets one guard lapse half-way through a whole-second window while another lives, at exact instants",
+        ),
+        simulated_only(
+            case!(quotas, unblock_waiting_for_quota),
+            "checks the window still full one millisecond before it slides",
+        ),
         golden(ContractFamily::Budgets, case!(Group::Golden, budget_hard_breach_during_running_attempt)),
         golden(ContractFamily::Quotas, case!(Group::Golden, quota_window_sliding)),
     ]

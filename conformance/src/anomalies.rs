@@ -129,6 +129,6 @@ async fn concurrent_claim_complete_has_no_anomalies(ctx: Ctx) {
 /// The queue-anomaly group.
 pub fn cases() -> Vec<Case> {
     let mut c = case!(Group::QueueAnomalies, concurrent_claim_complete_has_no_anomalies);
-    c.needs_clock = false;
+    c.time = crate::CaseTime::Untimed;
     vec![c]
 }

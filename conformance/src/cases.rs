@@ -10,14 +10,11 @@ use ff_core::{
 };
 use uuid::Uuid;
 
-use crate::{Case, Ctx, Group, Harness, case, rejects, rejects_with_write};
+use crate::{Case, Ctx, Group, Harness, case, rejects, rejects_with_write, untimed};
 
 /// A harness over the case's fixture (cases that need it are clock-gated).
 fn harness(ctx: &Ctx) -> Harness {
-    match Harness::new(&ctx.fixture) {
-        Some(h) => h,
-        None => panic!("case needs a simulated clock"),
-    }
+    Harness::new(&ctx.fixture)
 }
 
 /// Asserts the generic and (when offered) the backend's own invariants.
@@ -127,20 +124,24 @@ async fn claim_execution_codes(ctx: Ctx) {
     bad_policy.attempt_policy_json = "[1]".into();
     rejects!(h, h.b.claim_execution(bad_policy), "invalid_input");
     rejects!(h, h.b.claim_execution(args(&h, Some("e1"), "w1")), "invalid_claim_grant");
+    // A grant meant to expire; the wrong worker is refused either way.
+    h.grant_ttl_ms = h.ms(5_000);
     h.grant("e1", "w1", &[]).await.unwrap();
+    h.grant_ttl_ms = h.hold(5_000);
     rejects!(h, h.b.claim_execution(args(&h, Some("e1"), "w2")), "invalid_claim_grant");
-    h.advance(5_001);
+    h.advance(5_001).await;
     rejects!(h, h.b.claim_execution(args(&h, Some("e1"), "w1")), "invalid_claim_grant");
     h.grant_claim("e1", "w1").await;
     rejects!(h, h.b.claim_execution(args(&h, Some("e1"), "w1")), "execution_not_leaseable");
-    let until = h.now() + 1_000;
-    let delayed = h.now() + 1_000;
+    // e1's delay is meant to pass; e2's must not before it is refused.
+    let until = h.now().await + h.ms_i(1_000);
+    let delayed = h.now().await + h.hold_i(1_000);
     h.create_with("e2", |a| a.delay_until = Some(delayed)).await;
     rejects!(h, h.b.claim_execution(args(&h, Some("e2"), "w1")), "execution_not_leaseable");
     // A self-paused execution needs the resumed path; the grant survives.
     let handle = h.last_claim("e1").handle;
     h.b.delay(&handle, until).await.unwrap();
-    h.advance(1_000);
+    h.advance(1_000).await;
     h.scan(ScannerKind::DelayedPromoter).await;
     h.grant("e1", "w1", &[]).await.unwrap();
     rejects!(h, h.b.claim_execution(args(&h, Some("e1"), "w1")), "use_claim_resumed_execution");
@@ -206,7 +207,8 @@ async fn terminal_style_ops_codes(ctx: Ctx) {
     rejects!(h, h.b.move_to_waiting_children(w(&h, fence.clone())), "lease_revoked");
     // Expired lease: marked, then lease_expired (an intentional write).
     leased(&mut h, "e2").await;
-    h.advance(10_000);
+    h.shorten_lease("e2", 10_000).await;
+    h.advance(10_000).await;
     let fence2 = Some(h.fence("e2", None));
     let args = CompleteExecutionArgs {
         execution_id: h.id("e2"),
@@ -297,7 +299,8 @@ async fn reclaim_codes(ctx: Ctx) {
     let g = h.grant_args("e1", "w2", &[]);
     let out = h.b.issue_reclaim_grant(g.clone()).await.unwrap();
     assert!(matches!(out, IssueReclaimGrantOutcome::NotReclaimable { .. }), "{out:?}");
-    h.advance(10_000);
+    h.shorten_lease("e1", 10_000).await;
+    h.advance(10_000).await;
     h.scan(ScannerKind::LeaseExpiry).await;
     let before = h.dump().await;
     let out = h.b.reclaim_execution(r(&h, h.id("e1"), "w2", 1000)).await.unwrap();
@@ -307,10 +310,11 @@ async fn reclaim_codes(ctx: Ctx) {
     rejects!(h, h.b.issue_reclaim_grant(g.clone()), "grant_already_exists");
     let out = h.b.reclaim_execution(r(&h, h.id("e1"), "w3", 1000)).await.unwrap();
     assert!(matches!(out, ReclaimExecutionOutcome::GrantNotFound { .. }), "{out:?}");
-    // Reclaim succeeds once, then the cap of 1 terminally fails it.
-    let out = h.b.reclaim_execution(r(&h, h.id("e1"), "w2", 1000)).await.unwrap();
+    // Reclaim succeeds once (with a lease meant to expire), then the cap of 1
+    // terminally fails it.
+    let out = h.b.reclaim_execution(r(&h, h.id("e1"), "w2", h.ms(1000))).await.unwrap();
     assert!(matches!(out, ReclaimExecutionOutcome::Claimed(_)), "{out:?}");
-    h.advance(1_000);
+    h.advance(1_000).await;
     h.scan(ScannerKind::LeaseExpiry).await;
     let out = h.b.reclaim_execution(r(&h, h.id("e1"), "w2", 1000)).await.unwrap();
     assert!(matches!(out, ReclaimExecutionOutcome::ReclaimCapExceeded { reclaim_count: 1, .. }), "{out:?}");
@@ -321,10 +325,11 @@ async fn reclaim_codes(ctx: Ctx) {
     let mut g2 = h.grant_args("e2", "w1", &["gpu"]);
     h.b.issue_claim_grant(g2.clone()).await.unwrap();
     h.claim("e2", "w1").await.unwrap();
-    h.advance(10_000);
+    h.shorten_lease("e2", 10_000).await;
+    h.advance(10_000).await;
     h.scan(ScannerKind::LeaseExpiry).await;
     g2.worker_capabilities = CapabilitySet::new(["cpu"]);
-    h.advance(1);
+    h.advance(1).await;
     let before = h.dump().await;
     match h.b.issue_reclaim_grant(g2).await.unwrap() {
         IssueReclaimGrantOutcome::NotReclaimable { detail, .. } => {
@@ -392,7 +397,8 @@ async fn renew_and_progress_codes(ctx: Ctx) {
     over.progress_pct = Some(101);
     rejects!(h, h.b.update_progress(over), "invalid_input");
     h.b.update_progress(p(&h, c.lease_id, c.lease_epoch)).await.unwrap();
-    h.advance(10_000);
+    h.shorten_lease("e1", 10_000).await;
+    h.advance(10_000).await;
     // Progress does not mark; renew does.
     rejects!(h, h.b.update_progress(p(&h, c.lease_id, c.lease_epoch)), "lease_expired");
     rejects_with_write!(h, h.b.renew_lease(renew(h.id("e1"), 0, fence.clone(), 1000)), "lease_expired");
@@ -420,7 +426,8 @@ async fn mark_expired_and_revoke_outcomes(ctx: Ctx) {
     assert_eq!(reason(h.b.mark_lease_expired_if_due(&h.id("idle")).await.unwrap()), "not_active");
     leased(&mut h, "e1").await;
     assert_eq!(reason(h.b.mark_lease_expired_if_due(&h.id("e1")).await.unwrap()), "not_yet_expired");
-    h.advance(10_000);
+    h.shorten_lease("e1", 10_000).await;
+    h.advance(10_000).await;
     assert_eq!(reason(h.b.mark_lease_expired_if_due(&h.id("e1")).await.unwrap()), "marked_expired");
     assert_eq!(reason(h.b.mark_lease_expired_if_due(&h.id("e1")).await.unwrap()), "already_expired");
     let rv = |id, expected| RevokeLeaseArgs {
@@ -461,16 +468,22 @@ async fn grant_priority_and_block_codes(ctx: Ctx) {
     let mut many = g.clone();
     many.worker_capabilities = CapabilitySet::new((0..257).map(|i| format!("c{i}")));
     rejects!(h, h.b.issue_claim_grant(many), "invalid_capabilities");
-    h.b.issue_claim_grant(g.clone()).await.unwrap();
-    rejects!(h, h.b.issue_claim_grant(g.clone()), "grant_already_exists");
-    h.advance(5_001);
-    h.b.issue_claim_grant(g.clone()).await.unwrap();
-    let until = h.now() + 10_000;
+    // A live grant blocks another (held on e0); an expired one does not (e1).
+    h.create("e0").await;
+    let g0 = IssueClaimGrantArgs { execution_id: h.id("e0"), ..g.clone() };
+    h.b.issue_claim_grant(g0.clone()).await.unwrap();
+    rejects!(h, h.b.issue_claim_grant(g0), "grant_already_exists");
+    let short = IssueClaimGrantArgs { grant_ttl_ms: h.ms(5_000), ..g.clone() };
+    h.b.issue_claim_grant(short.clone()).await.unwrap();
+    h.advance(5_001).await;
+    // Meant to expire before the admission block below.
+    h.b.issue_claim_grant(short).await.unwrap();
+    let until = h.now().await + h.hold_i(10_000);
     h.create_with("delayed", |a| a.delay_until = Some(until)).await;
     rejects!(h, h.b.issue_claim_grant(h.grant_args("delayed", "w1", &[])), "execution_not_eligible");
     let policy = r#"{"routing_requirements":{"required_capabilities":["gpu","cuda"]}}"#;
     h.create_with("gpu", |a| a.policy_json = policy.into()).await;
-    h.advance(1);
+    h.advance(1).await;
     let before = h.dump().await;
     let e = h.b.issue_claim_grant(h.grant_args("gpu", "w1", &["gpu"])).await.unwrap_err();
     assert_eq!(e.code(), Some("capability_mismatch"));
@@ -495,13 +508,16 @@ async fn grant_priority_and_block_codes(ctx: Ctx) {
     let ub = |id, r| UnblockExecutionArgs { execution_id: id, expected_reason: r };
     rejects!(h, h.b.unblock_execution(ub(missing(), None)), "execution_not_found");
     rejects!(h, h.b.unblock_execution(ub(h.id("e1"), None)), "execution_not_eligible");
-    // A live grant shields the execution from admission blocks (its holder already passed them).
+    // A live grant shields the execution from admission blocks (its holder
+    // already passed them); e1's grant is left to expire first.
+    h.create("shielded").await;
+    h.b.issue_claim_grant(h.grant_args("shielded", "w1", &[])).await.unwrap();
     rejects!(
         h,
-        h.b.block_execution_for_admission(blk(h.id("e1"), BlockingReason::WaitingForQuota)),
+        h.b.block_execution_for_admission(blk(h.id("shielded"), BlockingReason::WaitingForQuota)),
         "grant_already_exists"
     );
-    h.advance(5_001);
+    h.advance(5_001).await;
     h.b.block_execution_for_admission(blk(h.id("e1"), BlockingReason::WaitingForQuota)).await.unwrap();
     rejects!(
         h,
@@ -556,7 +572,7 @@ async fn resumed_claim_and_grant_and_claim_codes(ctx: Ctx) {
     let out = h.b.issue_grant_and_claim(gc(h.id("e1"), "default")).await.unwrap();
     assert_eq!(out.attempt_index, 0);
     rejects!(h, h.b.issue_grant_and_claim(gc(h.id("e1"), "default")), "execution_not_eligible");
-    let until = h.now() + 10_000;
+    let until = h.now().await + h.hold_i(10_000);
     h.create_with("delayed", |a| a.delay_until = Some(until)).await;
     rejects!(h, h.b.issue_grant_and_claim(gc(h.id("delayed"), "default")), "execution_not_in_eligible_set");
     h.create("e3").await;
@@ -588,10 +604,13 @@ async fn worker_registry_codes(ctx: Ctx) {
         liveness_ttl_ms: ttl,
     };
     rejects!(h, h.b.register_worker(reg("w", "i1", 0)), "invalid_input");
-    assert_eq!(h.b.register_worker(reg("w", "i1", 1000)).await.unwrap(), RegisterWorkerOutcome::Registered);
-    h.advance(10);
-    assert_eq!(h.b.register_worker(reg("w", "i1", 1000)).await.unwrap(), RegisterWorkerOutcome::Refreshed);
-    rejects!(h, h.b.register_worker(reg("other", "i1", 1000)), "invalid_input");
+    let live = h.hold(1000);
+    let registering = h.now().await;
+    assert_eq!(h.b.register_worker(reg("w", "i1", live)).await.unwrap(), RegisterWorkerOutcome::Registered);
+    let registered = h.now().await;
+    h.advance(10).await;
+    assert_eq!(h.b.register_worker(reg("w", "i1", live)).await.unwrap(), RegisterWorkerOutcome::Refreshed);
+    rejects!(h, h.b.register_worker(reg("other", "i1", live)), "invalid_input");
     let hb = |inst: &str| HeartbeatWorkerArgs {
         worker_instance_id: WorkerInstanceId::new(inst),
         namespace: Namespace::new("ns"),
@@ -601,8 +620,17 @@ async fn worker_registry_codes(ctx: Ctx) {
     let list = ListWorkersArgs { namespace: Namespace::new("ns"), after: None, limit: 10 };
     let page = h.b.list_workers(list.clone()).await.unwrap();
     assert_eq!(page.workers.len(), 1);
-    assert_eq!(page.workers[0].registered_at_ms, h.now() - 10);
-    h.advance(2_000);
+    let at = page.workers[0].registered_at_ms;
+    assert!(
+        (registering..=registered).contains(&at),
+        "registered at {at}, not in [{registering}, {registered}]"
+    );
+    // A refresh with a liveness TTL meant to lapse.
+    if h.real_time() {
+        let short = reg("w", "i1", h.ms(1000));
+        assert_eq!(h.b.register_worker(short).await.unwrap(), RegisterWorkerOutcome::Refreshed);
+    }
+    h.advance(2_000).await;
     assert_eq!(h.b.heartbeat_worker(hb("i1")).await.unwrap(), HeartbeatOutcome::NotRegistered);
     assert!(h.b.list_workers(list).await.unwrap().workers.is_empty());
     let dead = |inst: &str, reason: &str| MarkWorkerDeadArgs {
@@ -616,7 +644,7 @@ async fn worker_registry_codes(ctx: Ctx) {
     assert_eq!(h.b.mark_worker_dead(dead("i1", "gone")).await.unwrap(), MarkWorkerDeadOutcome::NotRegistered);
     // A different worker id may take an expired instance id.
     assert_eq!(
-        h.b.register_worker(reg("other", "i1", 1000)).await.unwrap(),
+        h.b.register_worker(reg("other", "i1", live)).await.unwrap(),
         RegisterWorkerOutcome::Registered
     );
 }
@@ -630,7 +658,7 @@ async fn paging_of_workers(ctx: Ctx) {
             namespace: Namespace::new("ns"),
             lanes: Default::default(),
             capabilities: CapabilitySet::default(),
-            liveness_ttl_ms: 1000,
+            liveness_ttl_ms: h.hold(1000),
         };
         h.b.register_worker(args).await.unwrap();
     }
@@ -654,18 +682,18 @@ async fn paging_of_workers(ctx: Ctx) {
 /// The contract cases of spec 01.
 pub fn cases() -> Vec<Case> {
     vec![
-        case!(Group::Family(ContractFamily::Execution), create_execution_codes),
+        untimed(case!(Group::Family(ContractFamily::Execution), create_execution_codes)),
         case!(Group::Family(ContractFamily::Execution), claim_execution_codes),
         case!(Group::Family(ContractFamily::Execution), terminal_style_ops_codes),
-        case!(Group::Family(ContractFamily::Execution), cancel_codes),
+        untimed(case!(Group::Family(ContractFamily::Execution), cancel_codes)),
         case!(Group::Family(ContractFamily::Lease), reclaim_codes),
-        case!(Group::Family(ContractFamily::Execution), expire_and_tags_codes),
+        untimed(case!(Group::Family(ContractFamily::Execution), expire_and_tags_codes)),
         case!(Group::Family(ContractFamily::Lease), renew_and_progress_codes),
         case!(Group::Family(ContractFamily::Lease), mark_expired_and_revoke_outcomes),
         case!(Group::Family(ContractFamily::Scheduling), grant_priority_and_block_codes),
-        case!(Group::Family(ContractFamily::Scheduling), resumed_claim_and_grant_and_claim_codes),
-        case!(Group::Family(ContractFamily::Execution), replay_codes),
+        untimed(case!(Group::Family(ContractFamily::Scheduling), resumed_claim_and_grant_and_claim_codes)),
+        untimed(case!(Group::Family(ContractFamily::Execution), replay_codes)),
         case!(Group::Family(ContractFamily::WorkerRegistry), worker_registry_codes),
-        case!(Group::Family(ContractFamily::WorkerRegistry), paging_of_workers),
+        untimed(case!(Group::Family(ContractFamily::WorkerRegistry), paging_of_workers)),
     ]
 }

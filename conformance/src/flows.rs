@@ -17,7 +17,7 @@ use proptest::test_runner::{Config, RngAlgorithm, TestCaseError, TestRng, TestRu
 use uuid::Uuid;
 
 use crate::cases::assert_invariants;
-use crate::{Case, Ctx, Fixture, Group, Harness, case, rejects};
+use crate::{Case, Ctx, Fixture, Group, Harness, case, rejects, untimed};
 
 /// Longest a scenario keeps driving runnable members before it calls the flow stuck.
 const DRIVE_STEPS_MAX: usize = 200;
@@ -34,6 +34,9 @@ struct FlowHarness {
     flow: FlowId,
     edges: BTreeMap<String, EdgeId>,
     next_uuid: u64,
+    /// The backend's clock just before and just after `create_flow`.
+    created_at: i64,
+    created_at_upper: i64,
 }
 
 /// A flow id hashing to partition 0, the `nth` such id.
@@ -83,11 +86,14 @@ const ANY_LET_RUN: EdgeDependencyPolicy = EdgeDependencyPolicy::AnyOf { on_satis
 impl FlowHarness {
     /// A harness over `fixture` with a fresh open flow.
     async fn new(fixture: &Fixture) -> Self {
-        let Some(mut h) = Harness::new(fixture) else { panic!("flow cases need a simulated clock") };
+        let mut h = Harness::new(fixture);
         h.one_partition = true;
         let flow = flow_id_on_partition_0(&h.b.partition_config(), 0);
-        let mut f = Self { h, flow, edges: BTreeMap::new(), next_uuid: 0 };
+        let created_at = h.now().await;
+        let mut f =
+            Self { h, flow, edges: BTreeMap::new(), next_uuid: 0, created_at, created_at_upper: created_at };
         let out = f.h.b.create_flow(f.flow_args(flow)).await.expect("create_flow");
+        f.created_at_upper = f.h.now().await;
         assert_eq!(out, CreateFlowOutcome::Created { flow_id: flow });
         f.say("create flow -> created".into());
         f
@@ -293,7 +299,8 @@ async fn create_flow_and_describe(ctx: Ctx) {
     assert_eq!((s.flow_kind.as_str(), s.namespace.as_str()), ("dag", "ns"), "the retry's kind is ignored");
     assert_eq!(s.public_flow_state, "open");
     assert_eq!((s.graph_revision, s.node_count, s.edge_count), (0, 0, 0));
-    assert_eq!((s.created_at, s.last_mutation_at), (f.h.now(), f.h.now()));
+    assert_eq!(s.created_at, s.last_mutation_at);
+    f.h.assert_stamp("created_at", s.created_at, f.created_at, f.created_at_upper);
     assert!(s.cancelled_at.is_none() && s.cancel_reason.is_none() && s.cancellation_policy.is_none());
     assert!(s.tags.is_empty() && s.edge_groups.is_empty());
     let unknown = flow_id_on_partition_0(&b.partition_config(), 5);
@@ -560,14 +567,14 @@ async fn completion_cascade_all_of(ctx: Ctx) {
         worker_instance_id: ff_core::WorkerInstanceId::new("w1-1"),
         lane_id: LaneId::new(crate::harness::LANE),
         lease_id: ff_core::LeaseId::from_uuid(Uuid::from_u64_pair(0x1ea5e, 1)),
-        lease_ttl_ms: 10_000,
+        lease_ttl_ms: f.h.hold(10_000),
         attempt_id: ff_core::AttemptId::from_uuid(Uuid::from_u64_pair(0xa77, 1)),
         attempt_policy_json: String::new(),
-        attempt_timeout_ms: Some(1_000),
+        attempt_timeout_ms: Some(f.h.ms(1_000)),
         execution_deadline_at: None,
     };
     f.h.b.claim_execution(claim).await.expect("claim with timeout");
-    f.h.advance(1_000);
+    f.h.advance(1_000).await;
     f.h.scan(ScannerKind::AttemptTimeout).await;
     assert_eq!(f.public("t").await, PublicState::Expired);
     assert_eq!(f.public("tc").await, PublicState::Skipped, "expiry skips the child");
@@ -732,8 +739,10 @@ async fn cancel_flow_header_codes(ctx: Ctx) {
     rejects!(f.h, b.cancel_flow_header(&unknown, "r", CancelFlowPolicy::CancelAll, 0), "flow_not_found");
     let mut members = vec![f.id("a"), f.id("b")];
     members.sort();
+    let cancelling = f.h.now().await;
     let first =
         b.cancel_flow_header(&f.flow, "stop", CancelFlowPolicy::FlowOnly, 30_000).await.expect("cancel");
+    let cancelled = f.h.now().await;
     assert_eq!(
         first,
         CancelFlowHeader::Cancelled {
@@ -744,10 +753,11 @@ async fn cancel_flow_header_codes(ctx: Ctx) {
     let s = f.snapshot().await;
     assert_eq!(s.public_flow_state, "cancelled");
     assert_eq!(
-        (s.cancelled_at, s.cancel_reason.as_deref(), s.cancellation_policy.as_deref()),
-        (Some(f.h.now()), Some("stop"), Some("flow_only"))
+        (s.cancel_reason.as_deref(), s.cancellation_policy.as_deref()),
+        (Some("stop"), Some("flow_only"))
     );
-    f.h.advance(5);
+    f.h.assert_stamp("cancelled_at", s.cancelled_at.unwrap_or(i64::MIN), cancelling, cancelled);
+    f.h.advance(5).await;
     let before = f.h.dump().await;
     let again = b.cancel_flow_header(&f.flow, "again", CancelFlowPolicy::CancelAll, 0).await.expect("repeat");
     assert_eq!(
@@ -791,13 +801,20 @@ async fn cancel_flow_policies_and_wait(ctx: Ctx) {
     f.members(&["a", "b", "c"]).await;
     f.h.grant_claim("b", "w1").await;
     f.run_ok("c").await;
-    let header = f.h.b.cancel_flow_header(&f.flow, "later", CancelFlowPolicy::CancelAll, 30_000).await;
+    let grace = f.h.ms(30_000);
+    let header = f.h.b.cancel_flow_header(&f.flow, "later", CancelFlowPolicy::CancelAll, grace).await;
     assert!(matches!(header, Ok(CancelFlowHeader::Cancelled { .. })), "{header:?}");
     assert_eq!(f.public("a").await, PublicState::Waiting, "no wait: no member cancel yet");
-    f.h.advance(29_999);
+    f.h.advance(29_999).await;
     f.h.scan(ScannerKind::CancelReconciler).await;
-    assert_eq!(f.public("a").await, PublicState::Waiting, "inside the grace period");
-    f.h.advance(1);
+    if f.h.real_time() {
+        // A short real grace may already be over: check "inside" on a flow whose
+        // grace no stall outlasts.
+        reconciler_waits_inside_the_grace(&ctx).await;
+    } else {
+        assert_eq!(f.public("a").await, PublicState::Waiting, "inside the grace period");
+    }
+    f.h.advance(1).await;
     f.h.scan(ScannerKind::CancelReconciler).await;
     f.states(&["a", "b", "c"]).await;
     assert_eq!(f.public("a").await, PublicState::Cancelled);
@@ -824,10 +841,22 @@ async fn cancel_flow_policies_and_wait(ctx: Ctx) {
     let r = f.cancel_flow(CancelFlowPolicy::CancelAll).await;
     assert!(matches!(r, CancelFlowResult::Cancelled { .. }), "{r:?}");
     // Every cancel was acknowledged: the reconciler finds nothing owed after the grace.
-    f.h.advance(30_000);
+    f.h.advance(30_000).await;
     let before = f.h.dump().await;
     f.h.scan(ScannerKind::CancelReconciler).await;
     assert_eq!(before, f.h.dump().await, "acknowledged members are not cancelled again");
+}
+
+/// Real-TTL mode's "inside the grace period" check: a grace held far longer
+/// than the case, a scan after a wait, the member untouched.
+async fn reconciler_waits_inside_the_grace(ctx: &Ctx) {
+    let mut g = FlowHarness::new(&ctx.factory.make().await).await;
+    g.members(&["a"]).await;
+    let grace = g.h.hold(30_000);
+    g.h.b.cancel_flow_header(&g.flow, "later", CancelFlowPolicy::CancelAll, grace).await.expect("header");
+    g.h.advance(29_999).await;
+    g.h.scan(ScannerKind::CancelReconciler).await;
+    assert_eq!(g.public("a").await, PublicState::Waiting, "inside the grace period");
 }
 
 /// A member whose lease was revoked is still cancelled by the flow cancel (spec 03
@@ -894,18 +923,20 @@ async fn flow_tags_key_rule(ctx: Ctx) {
     let mixed = vec![("app.ok".to_owned(), "1".to_owned()), ("Bad.key".to_owned(), "2".to_owned())];
     rejects!(f.h, b.set_flow_tags(&f.flow, mixed), "invalid_input");
     rejects!(f.h, b.set_flow_tags(&unknown, one("app.key")), "flow_not_found");
-    f.h.advance(7);
+    f.h.advance(7).await;
     let good: Vec<(String, String)> = ["app.key", "a.b", "app_1.key_2.sub.x", "ns.tag.", "z9.0"]
         .iter()
         .map(|k| ((*k).to_owned(), format!("v-{k}")))
         .collect();
     assert_eq!(b.set_flow_tags(&f.flow, good.clone()).await.expect("tags"), 5);
+    let tagging = f.h.now().await;
     b.set_flow_tags(&f.flow, one("app.key")).await.expect("overwrite");
+    let tagged = f.h.now().await;
     let s = f.snapshot().await;
     let mut want: BTreeMap<String, String> = good.into_iter().collect();
     want.insert("app.key".into(), "v".into());
     assert_eq!(s.tags, want, "describe_flow reports the tag map");
-    assert_eq!(s.last_mutation_at, f.h.now());
+    f.h.assert_stamp("last_mutation_at", s.last_mutation_at, tagging, tagged);
     assert_eq!(s.public_flow_state, "open");
     assert_invariants(&f.h, &ctx).await;
 }
@@ -923,7 +954,7 @@ async fn chain_of_ten_runs_in_order(ctx: Ctx) {
     f.states(&names).await;
     for n in &names {
         f.h.eligible().await;
-        f.h.advance(10);
+        f.h.advance(10).await;
         f.run_ok(n).await;
     }
     f.h.eligible().await;
@@ -943,11 +974,11 @@ async fn diamond_with_failed_branch_skips_join(ctx: Ctx) {
     f.states(&["a", "b", "c", "d"]).await;
     f.h.grant_claim("b", "w1").await;
     f.h.grant_claim("c", "w2").await;
-    f.h.advance(10);
+    f.h.advance(10).await;
     f.h.fail("b").await.expect("fail b");
     f.states(&["a", "b", "c", "d"]).await;
     f.h.show("d").await;
-    f.h.advance(10);
+    f.h.advance(10).await;
     f.h.complete("c").await.expect("complete c");
     f.states(&["a", "b", "c", "d"]).await;
     f.show_flow().await;
@@ -965,14 +996,14 @@ async fn quorum_two_of_three_cancels_the_third(ctx: Ctx) {
     for up in ["a", "b", "c"] {
         f.h.grant_claim(up, "w1").await;
     }
-    f.h.advance(10);
+    f.h.advance(10).await;
     f.h.complete("a").await.expect("complete a");
     f.states(&["a", "b", "c", "d"]).await;
     f.show_flow().await;
-    f.h.advance(10);
+    f.h.advance(10).await;
     f.h.complete("b").await.expect("complete b");
     f.states(&["a", "b", "c", "d"]).await;
-    f.h.advance(10);
+    f.h.advance(10).await;
     f.h.scan(ScannerKind::EdgeCancelDispatcher).await;
     f.states(&["a", "b", "c", "d"]).await;
     f.h.show("c").await;
@@ -987,7 +1018,7 @@ async fn quorum_two_of_three_cancels_the_third(ctx: Ctx) {
 const RETRY_1: &str = r#"{"retry_policy":{"max_retries":1,"backoff":{"type":"fixed","delay_ms":5000}}}"#;
 
 async fn suspend_member(f: &mut FlowHarness, name: &str, n: u64, behavior: TimeoutBehavior, timeout_ms: i64) {
-    let at = f.h.now() + timeout_ms;
+    let at = f.h.now().await + timeout_ms;
     let args = SuspendArgs::new(
         SuspensionId::from_uuid(Uuid::from_u64_pair(0x5055, n)),
         WaitpointBinding::Fresh {
@@ -1007,7 +1038,7 @@ async fn cancel_flow_with_members_in_every_state(ctx: Ctx) {
     let mut f = FlowHarness::new(&ctx.fixture).await;
     let _ = f.h.b.seed_waitpoint_hmac_secret("k1", crate::suspension::SECRET_A).await;
     f.members(&["blocked", "waiting", "active", "suspended", "completed", "failed"]).await;
-    let later = f.h.now() + 60_000;
+    let later = f.h.now().await + 60_000;
     f.member_with("delayed", |a| a.delay_until = Some(later)).await;
     f.member_with("retrying", |a| a.policy_json = RETRY_1.into()).await;
     f.link("active", "blocked").await;
@@ -1020,7 +1051,7 @@ async fn cancel_flow_with_members_in_every_state(ctx: Ctx) {
     f.h.fail("retrying").await.expect("retry scheduled");
     let all = ["blocked", "waiting", "active", "suspended", "completed", "failed", "delayed", "retrying"];
     f.states(&all).await;
-    f.h.advance(100);
+    f.h.advance(100).await;
     f.cancel_flow(CancelFlowPolicy::CancelAll).await;
     f.states(&all).await;
     for n in all {
@@ -1048,9 +1079,9 @@ async fn suspension_timeout_fails_member_and_resolves_children(ctx: Ctx) {
     f.h.grant_claim("s", "w1").await;
     suspend_member(&mut f, "s", 1, TimeoutBehavior::Fail, 1_000).await;
     f.states(&["s", "q", "x", "xx", "any", "quorum"]).await;
-    f.h.advance(999);
+    f.h.advance(999).await;
     f.h.scan(ScannerKind::SuspensionTimeout).await;
-    f.h.advance(1);
+    f.h.advance(1).await;
     f.h.scan(ScannerKind::SuspensionTimeout).await;
     f.states(&["s", "q", "x", "xx", "any", "quorum"]).await;
     f.h.show("s").await;
@@ -1287,24 +1318,24 @@ pub fn cases() -> Vec<Case> {
     let g = Group::Family(ContractFamily::Flows);
     let golden = |c: Case| Case { requires: ContractFamily::Flows, ..c };
     vec![
-        case!(g, create_flow_and_describe),
-        case!(g, add_execution_to_flow_codes),
-        case!(g, stage_dependency_edge_codes),
-        case!(g, edge_group_policy_codes),
-        case!(g, apply_dependency_codes),
-        case!(g, resolve_dependency_codes),
-        case!(g, data_passing),
+        untimed(case!(g, create_flow_and_describe)),
+        untimed(case!(g, add_execution_to_flow_codes)),
+        untimed(case!(g, stage_dependency_edge_codes)),
+        untimed(case!(g, edge_group_policy_codes)),
+        untimed(case!(g, apply_dependency_codes)),
+        untimed(case!(g, resolve_dependency_codes)),
+        untimed(case!(g, data_passing)),
         case!(g, completion_cascade_all_of),
-        case!(g, any_of_and_quorum_groups),
-        case!(g, quorum_above_edge_count_is_impossible),
-        case!(g, flow_eligibility_reads),
-        case!(g, cancel_remaining_cancels_siblings),
+        untimed(case!(g, any_of_and_quorum_groups)),
+        untimed(case!(g, quorum_above_edge_count_is_impossible)),
+        untimed(case!(g, flow_eligibility_reads)),
+        untimed(case!(g, cancel_remaining_cancels_siblings)),
         case!(g, cancel_flow_header_codes),
         case!(g, cancel_flow_policies_and_wait),
-        case!(g, cancel_flow_reaches_revoked_members),
-        case!(g, promote_blocked_to_eligible_codes),
+        untimed(case!(g, cancel_flow_reaches_revoked_members)),
+        untimed(case!(g, promote_blocked_to_eligible_codes)),
         case!(g, flow_tags_key_rule),
-        case!(g, random_graphs_settle_per_policy),
+        untimed(case!(g, random_graphs_settle_per_policy)),
         golden(case!(Group::Golden, chain_of_ten_runs_in_order)),
         golden(case!(Group::Golden, diamond_with_failed_branch_skips_join)),
         golden(case!(Group::Golden, quorum_two_of_three_cancels_the_third)),

@@ -9,10 +9,7 @@ use crate::cases::assert_invariants;
 use crate::{Case, Ctx, Group, Harness, case};
 
 fn harness(ctx: &Ctx) -> Harness {
-    match Harness::new(&ctx.fixture) {
-        Some(h) => h,
-        None => panic!("golden scenarios need a simulated clock"),
-    }
+    Harness::new(&ctx.fixture)
 }
 
 const RETRY_2: &str = r#"{"retry_policy":{"max_retries":2,"backoff":{"type":"exponential","initial_delay_ms":1000,"max_delay_ms":60000,"multiplier":2.0}}}"#;
@@ -27,7 +24,7 @@ async fn create_grant_claim_complete(ctx: Ctx) {
     h.claim("e1", "w1").await.unwrap();
     h.show("e1").await;
     h.claim("e1", "w1").await.unwrap_err();
-    h.advance(1000);
+    h.advance(1000).await;
     h.renew_nth("e1", None).await.unwrap();
     h.complete("e1").await.unwrap();
     h.complete("e1").await.unwrap_err();
@@ -47,7 +44,7 @@ async fn fail_with_retry_until_terminal(ctx: Ctx) {
         h.show("e1").await;
         if round < 2 {
             h.claim("e1", "w1").await.unwrap_err();
-            h.advance(if round == 0 { 1000 } else { 2000 });
+            h.advance(if round == 0 { 1000 } else { 2000 }).await;
             h.scan(ScannerKind::DelayedPromoter).await;
             h.show("e1").await;
         }
@@ -65,7 +62,7 @@ async fn lease_expiry_then_reclaim_new_attempt(ctx: Ctx) {
     let mut h = harness(&ctx);
     h.create("e1").await;
     h.grant_claim("e1", "w1").await;
-    h.advance(10_000);
+    h.advance(10_000).await;
     // No scanner ran: the complete itself notices the expiry and marks it.
     h.complete("e1").await.unwrap_err();
     h.show("e1").await;
@@ -149,11 +146,11 @@ async fn priority_order_and_clamping(ctx: Ctx) {
     let mut h = harness(&ctx);
     h.one_partition = true;
     h.create_with("low", |a| a.priority = -50).await;
-    h.advance(1);
+    h.advance(1).await;
     h.create_with("mid", |a| a.priority = 10).await;
-    h.advance(1);
+    h.advance(1).await;
     h.create_with("high", |a| a.priority = 99_999).await;
-    h.advance(1);
+    h.advance(1).await;
     h.create_with("mid-later", |a| a.priority = 10).await;
     h.eligible().await;
     let snap = h.b.describe_execution(&h.id("high")).await.unwrap().unwrap();
@@ -175,23 +172,23 @@ async fn priority_order_and_clamping(ctx: Ctx) {
 
 async fn delay_then_promotion(ctx: Ctx) {
     let mut h = harness(&ctx);
-    let until = h.now() + 5_000;
+    let until = h.now().await + 5_000;
     h.create_with("e1", |a| a.delay_until = Some(until)).await;
     h.show("e1").await;
     h.grant("e1", "w1", &[]).await.unwrap_err();
-    h.advance(4_999);
+    h.advance(4_999).await;
     h.scan(ScannerKind::DelayedPromoter).await;
     h.show("e1").await;
-    h.advance(1);
+    h.advance(1).await;
     h.scan(ScannerKind::DelayedPromoter).await;
     h.show("e1").await;
     h.grant_claim("e1", "w1").await;
     // The worker parks itself; only a resumed claim continues the same attempt.
-    let until = h.now() + 2_000;
+    let until = h.now().await + 2_000;
     let handle = h.last_claim("e1").handle;
     h.b.delay(&handle, until).await.unwrap();
     h.show("e1").await;
-    h.advance(2_000);
+    h.advance(2_000).await;
     h.scan(ScannerKind::DelayedPromoter).await;
     h.grant("e1", "w1", &[]).await.unwrap();
     h.claim("e1", "w1").await.unwrap_err();
@@ -199,7 +196,7 @@ async fn delay_then_promotion(ctx: Ctx) {
     h.show("e1").await;
     h.complete("e1").await.unwrap();
     // A past delay_until is eligible at once (never stranded in the delayed index).
-    let past = h.now() - 1;
+    let past = h.now().await - 1;
     h.create_with("e2", |a| a.delay_until = Some(past)).await;
     h.eligible().await;
     assert_invariants(&h, &ctx).await;
@@ -258,13 +255,13 @@ async fn reclaim_at_the_cap_and_one_past_it(ctx: Ctx) {
     h.create_with("e1", |a| a.policy_json = r#"{"max_reclaim_count":2}"#.into()).await;
     h.grant_claim("e1", "w1").await;
     for (i, w) in ["w2", "w3"].iter().enumerate() {
-        h.advance(10_000);
+        h.advance(10_000).await;
         h.scan(ScannerKind::LeaseExpiry).await;
         h.reclaim("e1", w, None).await;
         assert_eq!(h.claims["e1"].len(), i + 2);
     }
     h.show("e1").await;
-    h.advance(10_000);
+    h.advance(10_000).await;
     h.scan(ScannerKind::LeaseExpiry).await;
     h.reclaim("e1", "w4", None).await;
     h.show("e1").await;
@@ -275,14 +272,14 @@ async fn reclaim_at_the_cap_and_one_past_it(ctx: Ctx) {
 async fn started_at_unchanged_across_retry_and_reclaim(ctx: Ctx) {
     let mut h = harness(&ctx);
     h.create_with("e1", |a| a.policy_json = RETRY_2.into()).await;
-    h.advance(100);
+    h.advance(100).await;
     h.grant_claim("e1", "w1").await;
     let started = h.b.describe_execution(&h.id("e1")).await.unwrap().unwrap().started_at;
     h.fail("e1").await.unwrap();
-    h.advance(1_000);
+    h.advance(1_000).await;
     h.scan(ScannerKind::DelayedPromoter).await;
     h.grant_claim("e1", "w2").await;
-    h.advance(10_000);
+    h.advance(10_000).await;
     h.scan(ScannerKind::LeaseExpiry).await;
     h.reclaim("e1", "w3", None).await;
     h.show("e1").await;
@@ -300,13 +297,13 @@ async fn many_leases_expiring_in_one_millisecond_page_without_gaps(ctx: Ctx) {
         h.create(n).await;
         h.grant_claim(n, "w1").await;
     }
-    h.advance(10_000);
+    h.advance(10_000).await;
     let mut seen = Vec::new();
     let mut after = None;
     let mut pages = 0;
     loop {
         let args = ListExpiredLeasesArgs {
-            as_of: h.now(),
+            as_of: h.now().await,
             after: after.clone(),
             limit: 4,
             max_partitions_per_call: 8,

@@ -3,12 +3,13 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 use ff_core::contracts::*;
 use ff_core::error::ContentionKind;
 use ff_core::{
     AttemptId, CancelSource, Clock, EngineBackend, EngineError, ExecutionId, LaneId, LeaseFence, LeaseId,
-    SimClock, WorkerId, WorkerInstanceId,
+    SimClock, SystemClock, WorkerId, WorkerInstanceId,
 };
 use uuid::Uuid;
 
@@ -17,12 +18,35 @@ use crate::Fixture;
 /// The lane every scenario uses unless told otherwise.
 pub const LANE: &str = "default";
 
+/// Real-TTL mode divides every duration a case waits past by this.
+pub const REAL_TIME_SCALE_DIVISOR: u64 = 100;
+/// Real-TTL mode stretches every duration that must *not* elapse during a case
+/// to at least this, far longer than any plausible stall of a loaded machine.
+pub const REAL_TIME_HOLD_MS_MIN: u64 = 60_000;
+/// Longest gap between two reads of the backend's clock while waiting.
+pub const REAL_TIME_POLL_MS_MAX: u64 = 5;
+/// Slack past a wait's target before the backend's clock is declared stuck.
+pub const REAL_TIME_STUCK_MS: u64 = 30_000;
+
+/// Where a harness's time comes from.
+#[derive(Debug, Clone)]
+pub enum TimeSource {
+    /// The simulated clock shared with the backend: `advance` moves it exactly.
+    Simulated(SimClock),
+    /// The backend's own real clock (`server_time_ms`): `advance` waits for it.
+    Real,
+}
+
 /// A backend, its clock, and a transcript.
 pub struct Harness {
     /// The backend under test.
     pub b: Arc<dyn EngineBackend>,
-    /// The simulated clock shared with the backend.
-    pub clock: SimClock,
+    /// Where time comes from.
+    pub time: TimeSource,
+    /// Lease TTL of the harness's claims, reclaims and resumed claims.
+    pub lease_ttl_ms: u64,
+    /// TTL of the harness's claim and reclaim grants.
+    pub grant_ttl_ms: u64,
     t0: i64,
     next_uuid: u64,
     /// Named executions.
@@ -40,13 +64,19 @@ pub struct Harness {
 }
 
 impl Harness {
-    /// A harness over a fixture; `None` when the fixture has no simulated clock.
-    pub fn new(fixture: &Fixture) -> Option<Self> {
-        let clock = fixture.clock.clone()?;
-        let t0 = clock.now_ms();
-        Some(Self {
+    /// A harness over a fixture: on its simulated clock when it has one, else
+    /// in real-TTL mode on the backend's own clock.
+    pub fn new(fixture: &Fixture) -> Self {
+        let (time, t0) = match &fixture.clock {
+            Some(clock) => (TimeSource::Simulated(clock.clone()), clock.now_ms()),
+            // Only a label origin for `t+N`; waits read the backend's clock.
+            None => (TimeSource::Real, SystemClock.now_ms()),
+        };
+        let mut h = Self {
             b: fixture.backend.clone(),
-            clock,
+            time,
+            lease_ttl_ms: 0,
+            grant_ttl_ms: 0,
             t0,
             next_uuid: 0,
             ids: BTreeMap::new(),
@@ -56,7 +86,53 @@ impl Harness {
             one_partition: false,
             partitions: fixture.backend.partition_config().num_flow_partitions.clamp(1, 8),
             inspect: fixture.inspect.clone(),
-        })
+        };
+        h.lease_ttl_ms = h.hold(10_000);
+        h.grant_ttl_ms = h.hold(5_000);
+        h
+    }
+
+    /// Asserts a stored timestamp was taken between two readings of the
+    /// backend's clock around the call that wrote it (on a simulated clock the
+    /// readings are equal, so this is exact).
+    pub fn assert_stamp(&self, what: &str, at: i64, lo: i64, hi: i64) {
+        assert!((lo..=hi).contains(&at), "{what} = {} outside [{}, {}]", self.t(at), self.t(lo), self.t(hi));
+    }
+
+    /// Whether time is real (no simulated clock).
+    pub fn real_time(&self) -> bool {
+        matches!(self.time, TimeSource::Real)
+    }
+
+    /// The scaling point of time-dependent cases: a duration the case waits
+    /// past (a TTL meant to expire, a delay meant to pass). Identity on a
+    /// simulated clock; divided by [`REAL_TIME_SCALE_DIVISOR`] (rounded up, so
+    /// `a >= b` still gives `ms(a) >= ms(b)`) in real-TTL mode.
+    pub fn ms(&self, ms: u64) -> u64 {
+        match self.time {
+            TimeSource::Simulated(_) => ms,
+            TimeSource::Real => ms.div_ceil(REAL_TIME_SCALE_DIVISOR),
+        }
+    }
+
+    /// As [`Harness::ms`], signed (for offsets added to timestamps).
+    pub fn ms_i(&self, ms: u64) -> i64 {
+        i64::try_from(self.ms(ms)).unwrap_or(i64::MAX)
+    }
+
+    /// A duration that must *not* elapse during the case (the "not yet
+    /// expired" side). Identity on a simulated clock; at least
+    /// [`REAL_TIME_HOLD_MS_MIN`] in real-TTL mode.
+    pub fn hold(&self, ms: u64) -> u64 {
+        match self.time {
+            TimeSource::Simulated(_) => ms,
+            TimeSource::Real => ms.max(REAL_TIME_HOLD_MS_MIN),
+        }
+    }
+
+    /// As [`Harness::hold`], signed.
+    pub fn hold_i(&self, ms: u64) -> i64 {
+        i64::try_from(self.hold(ms)).unwrap_or(i64::MAX)
     }
 
     fn uuid(&mut self) -> Uuid {
@@ -123,10 +199,37 @@ impl Harness {
         }
     }
 
-    pub fn advance(&mut self, ms: u64) {
-        let now = self.clock.advance(ms);
+    /// Moves time on by `ms` (scaled by [`Harness::ms`]): exactly, on a
+    /// simulated clock; in real-TTL mode by waiting until the backend's clock
+    /// reads at least its reading at the call plus the scaled duration.
+    pub async fn advance(&mut self, ms: u64) {
+        let now = match &self.time {
+            TimeSource::Simulated(clock) => clock.advance(ms),
+            TimeSource::Real => self.wait_past(self.ms_i(ms)).await,
+        };
         let line = format!("-- clock {}", self.t(now));
         self.say(line);
+    }
+
+    /// Waits (in short sleeps) until the backend's clock has passed its
+    /// current reading by `ms`; returns the reading that passed it. This is
+    /// waiting for time to pass, which is what the case is about.
+    async fn wait_past(&self, ms: i64) -> i64 {
+        let target = self.now().await.saturating_add(ms);
+        let started = std::time::Instant::now();
+        let stuck = Duration::from_millis(REAL_TIME_STUCK_MS.saturating_add(u64::try_from(ms).unwrap_or(0)));
+        loop {
+            let now = self.now().await;
+            if now >= target {
+                return now;
+            }
+            assert!(
+                started.elapsed() < stuck,
+                "the backend's clock did not reach {target} within {stuck:?} (it reads {now})"
+            );
+            let gap = u64::try_from(target - now).unwrap_or(1).clamp(1, REAL_TIME_POLL_MS_MAX);
+            tokio::time::sleep(Duration::from_millis(gap)).await;
+        }
     }
 
     /// Creates an execution named `name`, letting `f` adjust the args.
@@ -170,7 +273,7 @@ impl Harness {
             worker_instance_id,
             lane_id: LaneId::new(LANE),
             capability_hash: String::new(),
-            grant_ttl_ms: 5_000,
+            grant_ttl_ms: self.grant_ttl_ms,
             route_snapshot_json: String::new(),
             admission_summary: String::new(),
             worker_capabilities: CapabilitySet::new(caps.iter().copied()),
@@ -213,7 +316,7 @@ impl Harness {
             worker_instance_id,
             lane_id: LaneId::new(LANE),
             lease_id,
-            lease_ttl_ms: 10_000,
+            lease_ttl_ms: self.lease_ttl_ms,
             attempt_id,
             attempt_policy_json: String::new(),
             attempt_timeout_ms: None,
@@ -248,7 +351,7 @@ impl Harness {
             worker_instance_id,
             lane_id: LaneId::new(LANE),
             lease_id,
-            lease_ttl_ms: 10_000,
+            lease_ttl_ms: self.lease_ttl_ms,
             remaining_attempt_timeout_ms: None,
         };
         match self.b.claim_resumed_execution(args).await {
@@ -261,6 +364,27 @@ impl Harness {
                 self.say(line);
                 Err(e)
             }
+        }
+    }
+
+    /// In real-TTL mode, renews `name`'s latest lease down to `self.ms(ttl_ms)`
+    /// so it can expire while the checks before it ran on a lease held for
+    /// [`Harness::hold`]; `ttl_ms` is the TTL the claim was made with, so on a
+    /// simulated clock (where the lease already has it) this does nothing.
+    pub async fn shorten_lease(&mut self, name: &str, ttl_ms: u64) {
+        if !self.real_time() {
+            return;
+        }
+        let c = self.last_claim(name);
+        let args = RenewLeaseArgs {
+            execution_id: c.execution_id.clone(),
+            attempt_index: c.attempt_index,
+            fence: Some(self.fence(name, None)),
+            lease_ttl_ms: self.ms(ttl_ms),
+            lease_history_grace_ms: 0,
+        };
+        if let Err(e) = self.b.renew_lease(args).await {
+            panic!("shortening the lease of {name}: {e}");
         }
     }
 
@@ -378,7 +502,7 @@ impl Harness {
             worker_instance_id,
             lane_id: LaneId::new(LANE),
             lease_id: LeaseId::from_uuid(self.name_uuid("L")),
-            lease_ttl_ms: 10_000,
+            lease_ttl_ms: self.lease_ttl_ms,
             attempt_id: AttemptId::from_uuid(self.name_uuid("A")),
             attempt_policy_json: String::new(),
             max_reclaim_count: cap,
@@ -442,8 +566,15 @@ impl Harness {
         self.say(format!("eligible: [{}]", names.join(", ")));
     }
 
-    pub fn now(&self) -> i64 {
-        self.clock.now_ms()
+    /// The backend's `now`: the simulated clock's, else `server_time_ms`.
+    pub async fn now(&self) -> i64 {
+        match &self.time {
+            TimeSource::Simulated(clock) => clock.now_ms(),
+            TimeSource::Real => match self.b.server_time_ms().await {
+                Ok(t) => t,
+                Err(e) => panic!("server_time_ms: {e}"),
+            },
+        }
     }
 }
 

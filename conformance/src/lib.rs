@@ -17,7 +17,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use ff_core::{ContractFamily, EngineBackend, SimClock};
+use ff_core::{Clock, ContractFamily, EngineBackend, SimClock, SystemClock};
 use serde::Serialize;
 
 pub mod admission;
@@ -124,8 +124,19 @@ where
 
 /// The memory reference backend on a simulated clock, with its dump and deep check.
 pub fn memory_fixture() -> Fixture {
+    memory_fixture_on(Arc::new(SimClock::default()))
+}
+
+/// The memory reference backend on the wall clock (real-TTL mode), with its
+/// dump and deep check.
+pub fn memory_fixture_real_time() -> Fixture {
+    memory_fixture_on(Arc::new(SystemClock))
+}
+
+fn memory_fixture_on(clock: Arc<dyn Clock>) -> Fixture {
     let cfg = ff_core::PartitionConfig { num_flow_partitions: 8, ..ff_core::PartitionConfig::default() };
-    let backend = Arc::new(ff_backend_memory::new_sim_backend(SimClock::default(), cfg));
+    let runner = ff_backend_memory::MemoryRunner::new(clock, cfg);
+    let backend = Arc::new(ff_backend_memory::MemoryBackend::new(runner));
     let dump = backend.clone();
     let check = backend.clone();
     Fixture::new(backend)
@@ -136,6 +147,15 @@ pub fn memory_fixture() -> Fixture {
 /// A fresh SQLite database file (any leftover at `path` is removed) on a
 /// simulated clock, with its dump and deep check.
 pub fn sqlite_fixture(path: &std::path::Path) -> Fixture {
+    sqlite_fixture_on(path, Arc::new(SimClock::default()))
+}
+
+/// As [`sqlite_fixture`], on the wall clock (real-TTL mode).
+pub fn sqlite_fixture_real_time(path: &std::path::Path) -> Fixture {
+    sqlite_fixture_on(path, Arc::new(SystemClock))
+}
+
+fn sqlite_fixture_on(path: &std::path::Path, clock: Arc<dyn Clock>) -> Fixture {
     for suffix in ["", "-wal", "-shm"] {
         let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
     }
@@ -144,7 +164,7 @@ pub fn sqlite_fixture(path: &std::path::Path) -> Fixture {
             num_flow_partitions: 8,
             ..ff_core::PartitionConfig::default()
         },
-        clock: Arc::new(SimClock::default()),
+        clock,
         durability: ff_backend_sqlite::Durability::Normal,
     };
     let backend = match ff_backend_sqlite::open(path, options) {
@@ -253,12 +273,62 @@ pub struct Case {
     pub group: Group,
     /// Its name.
     pub name: &'static str,
-    /// Whether it needs a simulated clock.
-    pub needs_clock: bool,
+    /// How it uses time (and so whether it runs without a simulated clock).
+    pub time: CaseTime,
     /// The contract family the backend must claim for the case to run.
     pub requires: ContractFamily,
     /// The case body; a panic is a failure.
     pub run: fn(Ctx) -> BoxFuture<()>,
+}
+
+/// How a case uses time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CaseTime {
+    /// Never moves time: runs the same with or without a simulated clock.
+    Untimed,
+    /// Moves time: exactly on a simulated clock, else in real-TTL mode by
+    /// waiting on the backend's clock with durations scaled by `Harness::ms`.
+    Waits,
+    /// Is about exact simulated instants: skipped without a simulated clock,
+    /// for this reason.
+    SimulatedOnly(&'static str),
+}
+
+/// The skip reason of golden transcripts that print exact times.
+pub const EXACT_TIMESTAMPS: &str = "exact-timestamp transcript needs a simulated clock";
+
+/// `case` marked as never moving time.
+pub fn untimed(mut case: Case) -> Case {
+    case.time = CaseTime::Untimed;
+    case
+}
+
+/// `case` marked as about exact simulated instants, skipped without a
+/// simulated clock for `reason`.
+pub fn simulated_only(mut case: Case, reason: &'static str) -> Case {
+    case.time = CaseTime::SimulatedOnly(reason);
+    case
+}
+
+/// Which clock a run's fixtures had.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum ClockMode {
+    /// A `SimClock` the kit moves exactly.
+    #[serde(rename = "simulated")]
+    Simulated,
+    /// The backend's real clock: scaled real TTLs and real waits.
+    #[serde(rename = "real-ttl")]
+    RealTtl,
+}
+
+impl ClockMode {
+    /// Stable name (`simulated`, `real-ttl`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ClockMode::Simulated => "simulated",
+            ClockMode::RealTtl => "real-ttl",
+        }
+    }
 }
 
 /// How a case ended.
@@ -285,6 +355,8 @@ pub struct CaseResult {
     pub status: Status,
     /// Milliseconds taken.
     pub millis: u64,
+    /// Whether it ran against the backend's real clock (real-TTL mode).
+    pub real_time: bool,
 }
 
 /// Counts per group.
@@ -305,6 +377,8 @@ pub struct Report {
     pub backend: String,
     /// Seed.
     pub seed: u64,
+    /// Which clock the fixtures had.
+    pub clock: ClockMode,
     /// Passed cases.
     pub passed: u32,
     /// Failed cases.
@@ -320,7 +394,12 @@ pub struct Report {
 impl Report {
     /// A plain-text table: group × passed/failed/skipped, then failures.
     pub fn table(&self) -> String {
-        let mut out = format!("{:<18} {:>6} {:>6} {:>7}\n", "family", "passed", "failed", "skipped");
+        let real = self.cases.iter().filter(|c| c.real_time).count();
+        let mut out = match self.clock {
+            ClockMode::Simulated => "clock: simulated\n".to_owned(),
+            ClockMode::RealTtl => format!("clock: real-ttl ({real} cases ran on the backend's real clock)\n"),
+        };
+        out.push_str(&format!("{:<18} {:>6} {:>6} {:>7}\n", "family", "passed", "failed", "skipped"));
         for g in Group::ALL {
             if let Some(c) = self.families.get(g.name()) {
                 out.push_str(&format!("{:<18} {:>6} {:>6} {:>7}\n", g.name(), c.passed, c.failed, c.skipped));
@@ -349,7 +428,11 @@ pub fn all_cases() -> Vec<Case> {
     v.extend(suspension::cases());
     v.extend(flows::cases());
     v.extend(admission::cases());
-    v
+    // Every golden transcript prints exact instants (grant and lease expiries,
+    // `started`/`done` stamps) as `t+N`, which real time cannot reproduce.
+    v.into_iter()
+        .map(|c| if c.group == Group::Golden { simulated_only(c, EXACT_TIMESTAMPS) } else { c })
+        .collect()
 }
 
 /// The families a fixture claims, narrowed by [`FAMILIES_ENV`].
@@ -366,11 +449,14 @@ fn claimed(fixture: &Fixture) -> Vec<ContractFamily> {
 pub async fn run_case(factory: Arc<dyn Factory>, case: Case, options: Options) -> CaseResult {
     let started = std::time::Instant::now();
     let fixture = factory.make().await;
+    let real_clock = fixture.clock.is_none();
+    let mut ran = false;
     let status = if !claimed(&fixture).contains(&case.requires) {
         Status::Skipped(format!("backend does not claim family {}", case.requires.as_str()))
-    } else if case.needs_clock && fixture.clock.is_none() {
-        Status::Skipped("time-dependent case needs a simulated clock".into())
+    } else if let (CaseTime::SimulatedOnly(why), true) = (case.time, real_clock) {
+        Status::Skipped(why.into())
     } else {
+        ran = true;
         let inspect = fixture.inspect.clone();
         let ctx = Ctx { fixture, options, factory };
         let task = tokio::spawn((case.run)(ctx));
@@ -385,6 +471,7 @@ pub async fn run_case(factory: Arc<dyn Factory>, case: Case, options: Options) -
         name: case.name,
         status,
         millis: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+        real_time: ran && real_clock,
     }
 }
 
@@ -416,10 +503,14 @@ pub async fn run_with_progress(
         .into_iter()
         .filter(|c| options.groups.is_empty() || options.groups.contains(&c.group))
         .collect();
-    let backend = factory.make().await.backend.capabilities().identity.family.to_owned();
+    let probe = factory.make().await;
+    let backend = probe.backend.capabilities().identity.family.to_owned();
+    let clock = if probe.clock.is_some() { ClockMode::Simulated } else { ClockMode::RealTtl };
+    drop(probe);
     let mut report = Report {
         backend,
         seed: options.seed,
+        clock,
         passed: 0,
         failed: 0,
         skipped: 0,
@@ -471,9 +562,10 @@ pub fn run_group_for_test_cases<F: Factory>(factory: F, group: Group, default_ca
     println!("{}", report.table());
     assert!(
         report.failed == 0,
-        "conformance group {} failed (seed {}):\n{}",
+        "conformance group {} failed (seed {}, clock {}):\n{}",
         group.name(),
         report.seed,
+        report.clock.as_str(),
         report.table()
     );
     assert!(report.passed > 0 || report.skipped > 0, "group {} ran nothing", group.name());
@@ -591,7 +683,7 @@ macro_rules! case {
         $crate::Case {
             group: $group,
             name: stringify!($name),
-            needs_clock: true,
+            time: $crate::CaseTime::Waits,
             requires: $group.family(),
             run: |ctx| Box::pin($name(ctx)),
         }

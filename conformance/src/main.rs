@@ -25,16 +25,24 @@ struct Cli {
     /// Write the report as JSON to this file.
     #[arg(long)]
     json: Option<std::path::PathBuf>,
+    /// Run the backend on its real clock even where it supports a simulated one
+    /// (real-TTL mode: scaled TTLs, real waits, exact-instant cases skipped).
+    #[arg(long)]
+    real_time: bool,
 }
 
-/// A factory for a backend named on the command line.
-fn factory_for(spec: &str) -> Result<Arc<dyn Factory>, String> {
+/// A factory for a backend named on the command line, on a simulated clock
+/// unless `real_time`.
+fn factory_for(spec: &str, real_time: bool) -> Result<Arc<dyn Factory>, String> {
     match spec {
+        "memory" if real_time => {
+            Ok(Arc::new(|| async { ff_conformance::memory_fixture_real_time() }) as Arc<dyn Factory>)
+        }
         "memory" => Ok(Arc::new(|| async { ff_conformance::memory_fixture() }) as Arc<dyn Factory>),
         s if s.starts_with("sqlite:") => {
             let dir = std::path::PathBuf::from(&s["sqlite:".len()..]);
             std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-            Ok(Arc::new(SqliteFactory { dir, next: AtomicU64::new(0) }) as Arc<dyn Factory>)
+            Ok(Arc::new(SqliteFactory { dir, real_time, next: AtomicU64::new(0) }) as Arc<dyn Factory>)
         }
         s if s.starts_with("valkey://") => {
             let addr = &s["valkey://".len()..];
@@ -42,10 +50,11 @@ fn factory_for(spec: &str) -> Result<Arc<dyn Factory>, String> {
                 .rsplit_once(':')
                 .and_then(|(h, p)| Some((h.trim_matches(['[', ']']).to_owned(), p.parse::<u16>().ok()?)))
                 .ok_or_else(|| format!("backend {s}: expected valkey://HOST:PORT"))?;
-            Ok(Arc::new(ValkeyFactory { host, port, next: AtomicU64::new(0) }) as Arc<dyn Factory>)
+            Ok(Arc::new(ValkeyFactory { host, port, real_time, next: AtomicU64::new(0) }) as Arc<dyn Factory>)
         }
         s if s.starts_with("postgres://") || s.starts_with("postgresql://") => {
-            Ok(Arc::new(PostgresFactory { url: s.to_owned(), next: AtomicU64::new(0) }) as Arc<dyn Factory>)
+            Ok(Arc::new(PostgresFactory { url: s.to_owned(), real_time, next: AtomicU64::new(0) })
+                as Arc<dyn Factory>)
         }
         other => Err(format!(
             "unknown backend {other:?} (memory | sqlite:DIR | valkey://HOST:PORT | postgres://URL)"
@@ -56,6 +65,7 @@ fn factory_for(spec: &str) -> Result<Arc<dyn Factory>, String> {
 /// Fresh database files inside a directory, one per case.
 struct SqliteFactory {
     dir: std::path::PathBuf,
+    real_time: bool,
     next: AtomicU64,
 }
 
@@ -63,14 +73,23 @@ impl Factory for SqliteFactory {
     fn make(&self) -> ff_conformance::BoxFuture<Fixture> {
         let n = self.next.fetch_add(1, Ordering::Relaxed);
         let path = self.dir.join(format!("case-{}-{n}.db", std::process::id()));
-        Box::pin(async move { ff_conformance::sqlite_fixture(&path) })
+        let real_time = self.real_time;
+        Box::pin(async move {
+            if real_time {
+                ff_conformance::sqlite_fixture_real_time(&path)
+            } else {
+                ff_conformance::sqlite_fixture(&path)
+            }
+        })
     }
 }
 
-/// A fresh key prefix on one Valkey server per case, on a simulated clock.
+/// A fresh key prefix on one Valkey server per case, on a simulated clock
+/// (or the server's `TIME` when `real_time`).
 struct ValkeyFactory {
     host: String,
     port: u16,
+    real_time: bool,
     next: AtomicU64,
 }
 
@@ -81,7 +100,7 @@ impl ValkeyFactory {
             port: self.port,
             key_prefix: format!("kit-{}-{n}:", std::process::id()),
             partitions: ff_core::PartitionConfig { num_flow_partitions: 8, ..Default::default() },
-            clock: Some(ff_core::SimClock::default()),
+            clock: if self.real_time { None } else { Some(ff_core::SimClock::default()) },
         }
     }
 }
@@ -102,9 +121,11 @@ impl Factory for ValkeyFactory {
     }
 }
 
-/// A fresh schema per case in one PostgreSQL database, on a simulated clock.
+/// A fresh schema per case in one PostgreSQL database, on a simulated clock
+/// (or the wall clock when `real_time`).
 struct PostgresFactory {
     url: String,
+    real_time: bool,
     next: AtomicU64,
 }
 
@@ -114,7 +135,11 @@ impl Factory for PostgresFactory {
         let mut options = ff_backend_postgres::PostgresOptions::new(self.url.clone());
         options.schema = format!("kit_{}_{n}", std::process::id());
         options.partitions = ff_core::PartitionConfig { num_flow_partitions: 8, ..Default::default() };
-        options.clock = Arc::new(ff_core::SimClock::default());
+        options.clock = if self.real_time {
+            Arc::new(ff_core::SystemClock) as Arc<dyn ff_core::Clock>
+        } else {
+            Arc::new(ff_core::SimClock::default())
+        };
         Box::pin(async move {
             let opened = tokio::task::spawn_blocking(move || ff_backend_postgres::open(options)).await;
             match opened {
@@ -145,7 +170,7 @@ fn preflight(spec: &str, factory: &Arc<dyn Factory>, rt: &tokio::runtime::Runtim
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let factory = match factory_for(&cli.backend) {
+    let factory = match factory_for(&cli.backend, cli.real_time) {
         Ok(f) => f,
         Err(e) => {
             eprintln!("ff-conformance: {e}");
@@ -177,7 +202,13 @@ fn main() -> ExitCode {
     let started = std::time::Instant::now();
     let report: Report = rt.block_on(run_with_progress(factory, options, &progress));
     bar.finish_and_clear();
-    println!("backend {} — seed {} — {:.1} s", report.backend, report.seed, started.elapsed().as_secs_f64());
+    println!(
+        "backend {} — clock {} — seed {} — {:.1} s",
+        report.backend,
+        report.clock.as_str(),
+        report.seed,
+        started.elapsed().as_secs_f64()
+    );
     print!("{}", report.table());
     if let Some(path) = &cli.json {
         let json = match serde_json::to_string_pretty(&report) {

@@ -7,7 +7,7 @@ use ff_core::{ContractFamily, EngineError, LeaseFence, PublicState, SignalId, Su
 use uuid::Uuid;
 
 use crate::cases::assert_invariants;
-use crate::{Case, Ctx, Group, Harness, case, rejects, rejects_with_write};
+use crate::{Case, Ctx, Group, Harness, case, rejects, rejects_with_write, untimed};
 
 /// A 32-byte secret in hex.
 pub const SECRET_A: &str = "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f";
@@ -15,10 +15,7 @@ pub const SECRET_A: &str = "000102030405060708090a0b0c0d0e0f10111213141516171819
 pub const SECRET_B: &str = "1111111111111111111111111111111111111111111111111111111111111111";
 
 fn harness(ctx: &Ctx) -> Harness {
-    match Harness::new(&ctx.fixture) {
-        Some(h) => h,
-        None => panic!("suspension cases need a simulated clock"),
-    }
+    Harness::new(&ctx.fixture)
 }
 
 fn wp(n: u64) -> WaitpointId {
@@ -139,17 +136,18 @@ async fn hmac_tokens(ctx: Ctx) {
     let unknown = format!("k9:{}", &token[3..]);
     for bad in [String::new(), forged, truncated, upper, unknown, "nocolon".into()] {
         let a = signal(&h, "e1", 1, 1, "go", &bad);
-        h.advance(1);
+        h.advance(1).await;
         rejects_with_write!(h, b.deliver_signal(a), "invalid_token");
     }
     // Rotation: the old kid verifies inside its grace window, not after.
-    match b.rotate_waitpoint_hmac_secret_all("k2", SECRET_B, 1_000).await.expect("rotate").first() {
+    let grace = h.hold(1_000);
+    match b.rotate_waitpoint_hmac_secret_all("k2", SECRET_B, grace).await.expect("rotate").first() {
         Some((_, Ok(RotateOutcome::Rotated { previous_kid, .. }))) => {
             assert_eq!(previous_kid.as_deref(), Some("k1"))
         }
         other => panic!("rotation: {other:?}"),
     }
-    let reuse = b.rotate_waitpoint_hmac_secret_all("k1", SECRET_B, 1_000).await.expect("rotate call");
+    let reuse = b.rotate_waitpoint_hmac_secret_all("k1", SECRET_B, grace).await.expect("rotate call");
     assert!(
         matches!(reuse.first(), Some((_, Err(EngineError::Conflict(_))))),
         "kid reuse must conflict: {reuse:?}"
@@ -157,17 +155,38 @@ async fn hmac_tokens(ctx: Ctx) {
     let (current, verifying) = b.list_waitpoint_hmac_kids().await.expect("kids");
     assert_eq!(current.as_deref(), Some("k2"));
     assert_eq!(verifying.iter().map(|k| k.kid.as_str()).collect::<Vec<_>>(), ["k1"]);
-    h.advance(1_000);
+    h.advance(1_000).await;
     let ok = {
         let a = signal(&h, "e1", 1, 2, "wait", &token);
         send(&mut h, "e1", a).await
     }
     .expect("inside grace");
     assert!(matches!(ok, DeliverSignalOutcome::Accepted { .. }));
-    h.advance(1);
+    if h.real_time() {
+        // A real grace held long enough for "inside" cannot also close here.
+        old_kid_refused_after_its_grace(&ctx).await;
+    } else {
+        h.advance(1).await;
+        let late = signal(&h, "e1", 1, 3, "go", &token);
+        rejects_with_write!(h, b.deliver_signal(late), "invalid_token");
+    }
+    assert_invariants(&h, &ctx).await;
+}
+
+/// Real-TTL mode's "not after" side of the grace window, on a fresh fixture:
+/// a rotation with a short grace, a wait past it, the old kid's token refused.
+async fn old_kid_refused_after_its_grace(ctx: &Ctx) {
+    let fixture = ctx.factory.make().await;
+    let mut h = Harness::new(&fixture);
+    let b = h.b.clone();
+    leased(&mut h, "e1").await;
+    let out = suspend_on(&mut h, "e1", 1, "wk", on("wk", by_name("go"))).await.expect("suspend");
+    let token = token_of(&out);
+    let rotated = b.rotate_waitpoint_hmac_secret_all("k2", SECRET_B, h.ms(1_000)).await.expect("rotate");
+    assert!(matches!(rotated.first(), Some((_, Ok(RotateOutcome::Rotated { .. })))), "{rotated:?}");
+    h.advance(1_001).await;
     let late = signal(&h, "e1", 1, 3, "go", &token);
     rejects_with_write!(h, b.deliver_signal(late), "invalid_token");
-    assert_invariants(&h, &ctx).await;
 }
 
 async fn suspend_codes(ctx: Ctx) {
@@ -203,10 +222,11 @@ async fn suspend_codes(ctx: Ctx) {
         r
     };
     rejects!(h, b.suspend_by_triple(pending(77)), "waitpoint_not_found");
-    let created = b.create_waitpoint(&c.handle, wp(5), "k", 500).await.expect("pending waitpoint");
+    // Meant to expire; "already exists" holds for any waitpoint not closed.
+    let created = b.create_waitpoint(&c.handle, wp(5), "k", h.ms(500)).await.expect("pending waitpoint");
     assert!(created.hmac_token.starts_with("k1:"));
-    rejects!(h, b.create_waitpoint(&c.handle, wp(5), "k", 500), "waitpoint_already_exists");
-    h.advance(500);
+    rejects!(h, b.create_waitpoint(&c.handle, wp(5), "k", h.ms(500)), "waitpoint_already_exists");
+    h.advance(500).await;
     rejects!(h, b.suspend_by_triple(pending(5)), "pending_waitpoint_expired");
     // Suspend for real; a Suspended handle cannot suspend again.
     let out = b.suspend_by_triple(req(fence.clone(), 0)).await.expect("suspend");
@@ -219,7 +239,8 @@ async fn suspend_codes(ctx: Ctx) {
     assert!(snap.current_lease.is_none(), "a suspended execution holds no lease");
     // Expired lease: suspend marks it (intentional write) and refuses.
     leased(&mut h, "e2").await;
-    h.advance(10_000);
+    h.shorten_lease("e2", 10_000).await;
+    h.advance(10_000).await;
     let c2 = h.last_claim("e2");
     let r2 = SuspendByTripleArgs {
         execution_id: c2.execution_id.clone(),
@@ -298,14 +319,18 @@ async fn composite_and_resume_delay(ctx: Ctx) {
         "appended_to_waitpoint_duplicate"
     );
     let mut last = signal(&h, "e1", 2, 3, "x", &tb);
-    last.resume_delay_ms = Some(2_000);
+    let delay = h.ms_i(2_000);
+    last.resume_delay_ms = Some(h.ms(2_000));
+    let signalling = h.now().await;
     assert_eq!(effect(b.deliver_signal(last).await.expect("b")), "resume_condition_satisfied");
+    let signalled = h.now().await;
     let snap = b.describe_execution(&h.id("e1")).await.expect("describe").expect("present");
-    assert_eq!(snap.public_state, PublicState::Delayed, "resume delay");
-    assert_eq!(snap.delay_until, Some(h.now() + 2_000));
+    assert_eq!(snap.public_state, PublicState::Delayed, "resume delay (until the promoter runs)");
+    let until = snap.delay_until.unwrap_or(i64::MIN);
+    assert!((signalling + delay..=signalled + delay).contains(&until), "delay_until {until}");
     // The primary waitpoint closed with the suspension.
     rejects!(h, b.deliver_signal(signal(&h, "e1", 1, 4, "x", &ta)), "target_not_signalable");
-    h.advance(2_000);
+    h.advance(2_000).await;
     h.scan(ScannerKind::DelayedPromoter).await;
     h.grant("e1", "w2", &[]).await.expect("grant");
     h.claim_resumed("e1", "w2").await.expect("claim resumed");
@@ -349,7 +374,7 @@ async fn suspension_timeout_behaviours(ctx: Ctx) {
     for (i, beh) in behaviours.iter().enumerate() {
         let name = format!("e-{}", beh.as_str());
         leased(&mut h, &name).await;
-        let at = h.now() + 1_000;
+        let at = h.now().await + 1_000;
         let args = SuspendArgs::new(
             susp(i as u64),
             fresh(10 + i as u64, "k"),
@@ -359,11 +384,11 @@ async fn suspension_timeout_behaviours(ctx: Ctx) {
         .with_timeout(at, *beh);
         let handle = h.last_claim(&name).handle;
         h.b.suspend(&handle, args).await.expect("suspend with timeout");
-        h.say(format!("suspend {name} until t+{} ({})", at - h.now() + 1_000 - 1_000, beh.as_str()));
+        h.say(format!("suspend {name} until t+{} ({})", at - h.now().await + 1_000 - 1_000, beh.as_str()));
     }
-    h.advance(999);
+    h.advance(999).await;
     h.scan(ScannerKind::SuspensionTimeout).await;
-    h.advance(1);
+    h.advance(1).await;
     h.scan(ScannerKind::SuspensionTimeout).await;
     for beh in behaviours {
         h.show(&format!("e-{}", beh.as_str())).await;
@@ -613,12 +638,12 @@ pub fn cases() -> Vec<Case> {
     vec![
         case!(g, hmac_tokens),
         case!(g, suspend_codes),
-        case!(g, signal_codes),
+        untimed(case!(g, signal_codes)),
         case!(g, composite_and_resume_delay),
-        case!(g, idempotent_suspend_replays_the_outcome),
-        case!(g, operator_resume_and_cancel_while_suspended),
-        case!(g, reference_defects_stay_fixed),
-        case!(g, binding_and_keystore_codes),
+        untimed(case!(g, idempotent_suspend_replays_the_outcome)),
+        untimed(case!(g, operator_resume_and_cancel_while_suspended)),
+        untimed(case!(g, reference_defects_stay_fixed)),
+        untimed(case!(g, binding_and_keystore_codes)),
         golden(case!(Group::Golden, suspension_timeout_behaviours)),
         golden(case!(Group::Golden, suspend_signal_resume_claim_complete)),
         golden(case!(Group::Golden, buffered_signal_consumed_by_suspend)),

@@ -33,7 +33,7 @@ fn flow_on_partition_0(cfg: &PartitionConfig) -> FlowId {
 }
 
 async fn partial_cancel_is_reported(fixture: Fixture) {
-    let Some(mut h) = Harness::new(&fixture) else { panic!("needs a simulated clock") };
+    let mut h = Harness::new(&fixture);
     h.one_partition = true;
     let b = fixture.backend.clone();
     let flow = flow_on_partition_0(&b.partition_config());
@@ -69,7 +69,7 @@ async fn partial_cancel_is_reported(fixture: Fixture) {
     assert_eq!(state(1).await, PublicState::Cancelled);
     assert_eq!(state(2).await, PublicState::Completed, "finished members are untouched");
     // The unacknowledged member is still owed a cancel: the reconciler drains it.
-    h.advance(30_000);
+    h.advance(30_000).await;
     h.scan(ScannerKind::CancelReconciler).await;
     assert_eq!(state(0).await, PublicState::Cancelled);
 }

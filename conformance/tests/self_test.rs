@@ -76,4 +76,6 @@ fn the_memory_backend_passes_the_whole_kit() {
     assert_eq!(report.failed, 0, "{}", report.table());
     assert!(report.passed >= 20, "{}", report.table());
     assert_eq!(report.skipped, 0, "{}", report.table());
+    assert_eq!(report.clock, ff_conformance::ClockMode::Simulated);
+    assert!(report.cases.iter().all(|c| !c.real_time), "a simulated run reported real-time cases");
 }
