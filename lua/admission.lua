@@ -478,7 +478,7 @@ function AD.list_blocked(keys, args)
   local p = partition_ctx(keys, args)
   local batch = need_num(args, 4, 'batch')
   local out = {}
-  local lanes = redis.call('ZRANGE', p.prefix .. 'ff:idx:lanes', 0, SP.LANES_PER_PASS_MAX - 1)
+  local lanes = redis.call('ZRANGE', p.idx('lanes'), 0, SP.LANES_PER_PASS_MAX - 1)
   for _, lane in ipairs(lanes) do
     for _, pair in ipairs({ { 'budget', 'waiting_for_budget' }, { 'quota', 'waiting_for_quota' },
         { 'route', 'waiting_for_capable_worker' } }) do

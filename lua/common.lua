@@ -20,7 +20,7 @@ local PRIORITY_SCORE_STEP_MS = 1000000000000
 -- transitions can run the completion cascade).
 local FL = {}
 local LEASE_HISTORY_LEN_MAX = 1000
--- Completion events kept in the feed (as the memory backend's).
+-- Completion events kept in the feed and in each partition's outbox (as the memory backend's).
 local COMPLETIONS_LEN_MAX = 100000
 
 -- Every exec_core field (spec 01 §3.6); absent means "none".
@@ -550,14 +550,16 @@ local function check_grant(c, worker_id, now)
   end
 end
 
--- Appends a completion event to the feed (spec 01 §5.5).
+-- Appends a completion event (spec 01 §5.5) to the outbox of the execution's
+-- partition, numbered by the partition's own sequence, so the terminal transition
+-- stays on its slot; reading the feed relays outboxes into it (ff_relay_completions).
 local function publish_completion(c, flow_id, outcome, now)
-  local feed = c.prefix .. 'ff:completions'
-  local seq = redis.call('INCR', feed .. ':seq')
-  redis.call('RPUSH', feed, cjson.encode({
-    event_id = fmt(seq), execution_id = c.eid, flow_id = flow_id, outcome = outcome, ts = fmt(now),
+  local outbox = c.idx('completions')
+  local seq = redis.call('INCR', outbox .. ':seq')
+  redis.call('RPUSH', outbox, cjson.encode({
+    seq = fmt(seq), execution_id = c.eid, flow_id = flow_id, outcome = outcome, ts = fmt(now),
   }))
-  redis.call('LTRIM', feed, -COMPLETIONS_LEN_MAX, -1)
+  redis.call('LTRIM', outbox, -COMPLETIONS_LEN_MAX, -1)
 end
 
 -- For a flow member that just became terminal: publishes its completion (unless

@@ -4,33 +4,24 @@
 
 -- ff_create_execution (§6.1).
 -- ARGV[5…]: namespace, lane, kind, priority (clamped), creator, required caps CSV,
--- budget ids, quota policy id, delay_until, deadline, idempotency key,
--- dedup window ms, payload, policy json, max replay count, max reclaim count,
--- retry spec, policy rejection ("<code> <detail>" or ""), tag count, then tag pairs.
+-- budget ids, quota policy id, delay_until, deadline, payload, policy json, max
+-- replay count, max reclaim count, retry spec, policy rejection ("<code> <detail>"
+-- or ""), tag count, then tag pairs. The idempotency key is not checked here: its
+-- guard lives on another slot and the client reserves it first (ff_reserve_idempotency).
 local function create_execution(keys, args)
   local c = ctx_of(keys, args)
   local now = c.now
-  local ns, lane, idem = args[5], args[6], args[15]
+  local ns, lane = args[5], args[6]
   need_num(args, 8, 'priority')
   opt_num_arg(args, 13, 'delay_until')
   opt_num_arg(args, 14, 'execution_deadline_at')
-  opt_num_arg(args, 16, 'dedup_window_ms')
-  need_list(args, 23, 'tag count', 2)
-  local idem_key = nil
-  if idem ~= '' then
-    -- Idempotency is per namespace across partitions, so this key has no hash tag.
-    idem_key = c.prefix .. 'ff:idem:' .. ns .. ':' .. idem
-    local stored = redis.call('HMGET', idem_key, 'execution_id', 'expires_at')
-    if stored[1] and now <= num(stored[2]) then
-      return { 'duplicate', stored[1] }
-    end
-  end
+  need_list(args, 21, 'tag count', 2)
   if redis.call('EXISTS', c.core) == 1 then
     return { 'duplicate', c.eid }
   end
-  if args[22] ~= '' then
+  if args[20] ~= '' then
     -- The policy's rejection, found by the client, applies after the duplicate checks.
-    local code, detail = string.match(args[22], '^(%S+) ?(.*)$')
+    local code, detail = string.match(args[20], '^(%S+) ?(.*)$')
     error(reject(code, detail))
   end
   local delay_until = opt_num_arg(args, 13, 'delay_until')
@@ -44,9 +35,9 @@ local function create_execution(keys, args)
   if args[10] ~= '' then core.required_capabilities = args[10] end
   if args[11] ~= '' then core.budget_ids = args[11] end
   if args[12] ~= '' then core.quota_policy_id = args[12] end
-  if args[19] ~= '' then core.policy_max_replay_count = args[19] end
-  if args[20] ~= '' then core.policy_max_reclaim_count = args[20] end
-  if args[21] ~= '' then core.policy_retry = args[21] end
+  if args[17] ~= '' then core.policy_max_replay_count = args[17] end
+  if args[18] ~= '' then core.policy_max_reclaim_count = args[18] end
+  if args[19] ~= '' then core.policy_retry = args[19] end
   if delayed then
     to_runnable(core, 'not_eligible_until_time', 'waiting_for_delay', 'delayed until ' .. args[13],
       'pending_first_attempt', now)
@@ -55,11 +46,11 @@ local function create_execution(keys, args)
     to_runnable(core, 'eligible_now', 'waiting_for_worker', '', 'pending_first_attempt', now)
   end
   put_core(c, core)
-  if args[17] ~= '' then redis.call('SET', c.exec('payload'), args[17]) end
-  if args[18] ~= '' then redis.call('SET', c.exec('policy'), args[18]) end
-  local ntags = need_list(args, 23, 'tag count', 2)
+  if args[15] ~= '' then redis.call('SET', c.exec('payload'), args[15]) end
+  if args[16] ~= '' then redis.call('SET', c.exec('policy'), args[16]) end
+  local ntags = need_list(args, 21, 'tag count', 2)
   for i = 0, ntags - 1 do
-    redis.call('HSET', c.exec('tags'), args[24 + 2 * i], args[25 + 2 * i])
+    redis.call('HSET', c.exec('tags'), args[22 + 2 * i], args[23 + 2 * i])
   end
   if delayed then
     redis.call('ZADD', lane_key(c, core, 'delayed'), fmt(delay_until), c.eid)
@@ -67,17 +58,64 @@ local function create_execution(keys, args)
     add_eligible(c, core)
   end
   redis.call('ZADD', c.idx('all_executions'), 0, c.eid)
-  redis.call('ZADD', c.prefix .. 'ff:idx:lanes', 0, lane)
+  -- The partition's own lane registry: its scanners visit only lanes it holds.
+  redis.call('ZADD', c.idx('lanes'), 0, lane)
   local deadline = opt_num_arg(args, 14, 'execution_deadline_at')
   if deadline and deadline > 0 then
     redis.call('ZADD', c.idx('execution_deadline'), fmt(deadline), c.eid)
   end
-  if idem_key then
-    redis.call('DEL', idem_key)
-    local window = opt_num_arg(args, 16, 'dedup_window_ms') or 0
-    redis.call('HSET', idem_key, 'execution_id', c.eid, 'expires_at', fmt(now + window))
-  end
   return { 'created', core.public_state }
+end
+
+-- The create-idempotency guard (spec 01 §6.1) deduplicates per namespace across
+-- partitions, so it cannot live on the execution's slot: it is a hash
+-- `{execution_id, expires_at}` on the `{fp:M}` slot of its (namespace, key), and the
+-- client reserves it before ff_create_execution and releases it when the create
+-- did not create (see the crate README).
+-- KEYS[1] = `<prefix>ff:idem:{fp:M}:<namespace>:<key>`;
+-- ARGV[1…6]: now, prefix, tag `{fp:M}`, namespace, key, execution id.
+local function idem_guard_key(keys, args)
+  local key = args[2] .. 'ff:idem:' .. args[3] .. ':' .. args[4] .. ':' .. args[5]
+  if key ~= keys[1] then
+    error(reject('invalid_input', 'KEYS[1] is not the idempotency key of ARGV[2..5]'))
+  end
+  return key
+end
+
+-- ff_reserve_idempotency. ARGV[7]: dedup window ms. A live guard naming another
+-- execution replies {'duplicate', its id}; one naming this execution replies {'held'}
+-- (a retried create, which then answers by id); otherwise the guard is written and
+-- the reply is {'reserved', previous id, previous expiry} ("" for none), what
+-- ff_release_idempotency restores.
+local function reserve_idempotency(keys, args)
+  local key = idem_guard_key(keys, args)
+  local now = now_ms(args[1])
+  local window = need_num(args, 7, 'dedup_window_ms')
+  local stored = redis.call('HMGET', key, 'execution_id', 'expires_at')
+  if stored[1] and now <= num(stored[2]) then
+    if stored[1] == args[6] then
+      return { 'held' }
+    end
+    return { 'duplicate', stored[1] }
+  end
+  redis.call('DEL', key)
+  redis.call('HSET', key, 'execution_id', args[6], 'expires_at', fmt(now + window))
+  return { 'reserved', stored[1] or '', stored[2] or '' }
+end
+
+-- ff_release_idempotency. ARGV[7…8]: the previous id and expiry `reserved` replied.
+-- Restores the guard as it was if it still names this execution; replies
+-- {'released'} or {'kept'}.
+local function release_idempotency(keys, args)
+  local key = idem_guard_key(keys, args)
+  if redis.call('HGET', key, 'execution_id') ~= args[6] then
+    return { 'kept' }
+  end
+  redis.call('DEL', key)
+  if args[7] ~= '' then
+    redis.call('HSET', key, 'execution_id', args[7], 'expires_at', args[8])
+  end
+  return { 'released' }
 end
 
 -- Writes a fresh attempt record (hash) at `index`.
@@ -309,7 +347,11 @@ local function fail_execution(keys, args)
 end
 
 redis.register_function{function_name = 'ff_create_execution', flags = {},
-  callback = function(k, a) return guard(create_execution, k, a, 23) end}
+  callback = function(k, a) return guard(create_execution, k, a, 21) end}
+redis.register_function{function_name = 'ff_reserve_idempotency', flags = {},
+  callback = function(k, a) return guard(reserve_idempotency, k, a, 7) end}
+redis.register_function{function_name = 'ff_release_idempotency', flags = {},
+  callback = function(k, a) return guard(release_idempotency, k, a, 8) end}
 redis.register_function{function_name = 'ff_claim_execution', flags = {},
   callback = function(k, a) return guard(claim_execution, k, a, 13) end}
 redis.register_function{function_name = 'ff_complete_execution', flags = {},

@@ -834,7 +834,7 @@ function FL.scanner_pass(p, kind, batch)
   p = FL.with_helpers(p)
   local examined, acted = 0, 0
   if kind == 'dependency_reconciler' then
-    local lanes = redis.call('ZRANGE', p.prefix .. 'ff:idx:lanes', 0, SP.LANES_PER_PASS_MAX - 1)
+    local lanes = redis.call('ZRANGE', p.idx('lanes'), 0, SP.LANES_PER_PASS_MAX - 1)
     for _, lane in ipairs(lanes) do
       for _, eid in ipairs(redis.call('ZRANGE', p.idx('lane:' .. lane .. ':blocked:dependencies'), 0, batch - 1)) do
         examined = examined + 1
@@ -874,18 +874,91 @@ SP.register('ff_set_flow_tags', FL.set_flow_tags, {}, 5)
 SP.register('ff_describe_flow', FL.describe_flow, { 'no-writes' }, 4)
 SP.register('ff_evaluate_flow_eligibility', FL.eligibility, { 'no-writes' }, 4)
 
--- ff_read_completions: completion events after an event id, oldest first, as their JSON.
--- KEYS[1] = the feed `<prefix>ff:completions`; ARGV: after, limit. Event ids are
--- contiguous (INCR per event, trimmed from the front), so the start index is computed.
-function FL.read_completions(keys, args)
-  local first = redis.call('LINDEX', keys[1], 0)
+-- The completion feed. Terminal transitions append to their partition's outbox
+-- (`ff:idx:{fp:N}:completions`, events numbered by the partition's sequence `seq`);
+-- the feed the cursor reads (`ff:completions:{feed}`, contiguous event ids) lives on a
+-- slot of its own, with `…:relayed`, a hash of the last outbox seq it holds per
+-- partition. A reader (the client's read_completions) reads those marks, drains
+-- every outbox past its mark (ff_drain_completions, one call per partition) and
+-- hands the events to ff_relay_completions, which appends the ones past the mark
+-- in order and replies the page; a relay racing another appends each event once.
+
+-- ff_completion_marks: the feed's relayed-through marks as flat {partition, seq, …}.
+-- KEYS[1] = the feed.
+function FL.completion_marks(keys, args)
+  return redis.call('HGETALL', keys[1] .. ':relayed')
+end
+
+-- ff_drain_completions (partition convention). ARGV[4…]: relayed-through seq, max.
+-- Drops the outbox events the feed holds (seq <= relayed-through), then replies up
+-- to max of the rest, oldest first, as their JSON. Outbox seqs are contiguous (INCR
+-- per event, trimmed from the front), so the head's seq locates the mark.
+function FL.drain_completions(keys, args)
+  local p = partition_ctx(keys, args)
+  local through, max = need_num(args, 4, 'relayed_through'), need_num(args, 5, 'max')
+  if max < 1 then
+    error(reject('invalid_input', 'max must be at least 1'))
+  end
+  local outbox = p.idx('completions')
+  local first = redis.call('LINDEX', outbox, 0)
   if not first then
     return {}
   end
-  local first_id = tonumber(cjson.decode(first).event_id)
-  local after, limit = need_num(args, 1, 'after'), need_num(args, 2, 'limit')
-  local start = math.max(after - first_id + 1, 0)
-  return redis.call('LRANGE', keys[1], start, start + limit - 1)
+  local drop = through - num(cjson.decode(first).seq) + 1
+  if drop > 0 then
+    redis.call('LTRIM', outbox, drop, -1)
+  end
+  return redis.call('LRANGE', outbox, 0, max - 1)
 end
 
-SP.register('ff_read_completions', FL.read_completions, { 'no-writes' }, 2)
+-- An outbox event's JSON decoded, or `invalid_input`.
+function FL.outbox_event(text)
+  local ok, ev = pcall(cjson.decode, text)
+  if not ok or type(ev) ~= 'table' or tonumber(ev.seq) == nil then
+    error(reject('invalid_input', 'not an outbox completion event: ' .. tostring(text)))
+  end
+  return ev
+end
+
+-- ff_relay_completions. KEYS[1] = the feed; ARGV: after, limit, then per partition its
+-- index, an event count and that many outbox events (as drained, oldest first).
+-- Appends each event past the partition's mark with the next event id, then replies
+-- the events after `after`, oldest first, as their JSON (at most limit).
+function FL.relay_completions(keys, args)
+  local feed = keys[1]
+  local after, limit = need_num(args, 1, 'after'), need_num(args, 2, 'limit')
+  if limit < 1 then
+    error(reject('invalid_input', 'limit must be at least 1'))
+  end
+  local at = 3
+  while at <= #args do
+    local partition = fmt(need_num(args, at, 'partition'))
+    local n = need_list(args, at + 1, 'event count', 1)
+    local mark = num(redis.call('HGET', feed .. ':relayed', partition))
+    for j = 1, n do
+      local ev = FL.outbox_event(args[at + 1 + j])
+      local seq = tonumber(ev.seq)
+      if seq > mark then
+        redis.call('RPUSH', feed, cjson.encode({
+          event_id = fmt(redis.call('INCR', feed .. ':seq')), execution_id = ev.execution_id,
+          flow_id = ev.flow_id, outcome = ev.outcome, ts = ev.ts,
+        }))
+        mark = seq
+      end
+    end
+    redis.call('HSET', feed .. ':relayed', partition, fmt(mark))
+    at = at + 2 + n
+  end
+  redis.call('LTRIM', feed, -COMPLETIONS_LEN_MAX, -1)
+  local first = redis.call('LINDEX', feed, 0)
+  if not first then
+    return {}
+  end
+  -- Event ids are contiguous (INCR per event, trimmed from the front).
+  local start = math.max(after - num(cjson.decode(first).event_id) + 1, 0)
+  return redis.call('LRANGE', feed, start, start + limit - 1)
+end
+
+SP.register('ff_completion_marks', FL.completion_marks, { 'no-writes' }, 0)
+SP.register('ff_drain_completions', FL.drain_completions, {}, 5)
+SP.register('ff_relay_completions', FL.relay_completions, {}, 2)

@@ -315,7 +315,7 @@ end
 local function retention_pass(p, now, batch)
   local examined, acted = 0, 0
   local cutoff = now - RETENTION_DEFAULT_MS
-  for _, lane in ipairs(redis.call('ZRANGE', p.prefix .. 'ff:idx:lanes', 0, LANES_PER_PASS_MAX - 1)) do
+  for _, lane in ipairs(redis.call('ZRANGE', p.idx('lanes'), 0, LANES_PER_PASS_MAX - 1)) do
     local terminal = p.idx('lane:' .. lane .. ':terminal')
     for _, eid in ipairs(due_members(terminal, cutoff, batch)) do
       examined = examined + 1
@@ -350,7 +350,7 @@ local function run_scanner(keys, args)
   if kind == 'lease_expiry' then
     for_due(p.idx('lease_expiry'), function(c) return mark_if_due(c, now) == 'marked_expired' end)
   elseif kind == 'delayed_promoter' then
-    local lanes = redis.call('ZRANGE', p.prefix .. 'ff:idx:lanes', 0, LANES_PER_PASS_MAX - 1)
+    local lanes = redis.call('ZRANGE', p.idx('lanes'), 0, LANES_PER_PASS_MAX - 1)
     for _, lane in ipairs(lanes) do
       for_due(p.idx('lane:' .. lane .. ':delayed'), function(c) return promote(c, lane, now) == 'promoted' end)
     end

@@ -1110,7 +1110,7 @@ function SP.list_suspended(keys, args)
   local p = partition_ctx(keys, args)
   local after, limit = args[4], need_num(args, 5, 'limit')
   local all = {}
-  local lanes = redis.call('ZRANGE', p.prefix .. 'ff:idx:lanes', 0, SP.LANES_PER_PASS_MAX - 1)
+  local lanes = redis.call('ZRANGE', p.idx('lanes'), 0, SP.LANES_PER_PASS_MAX - 1)
   for _, lane in ipairs(lanes) do
     local flat = redis.call('ZRANGE', p.idx('lane:' .. lane .. ':suspended'), 0, SP.LIST_LIMIT_MAX - 1, 'WITHSCORES')
     for i = 1, #flat, 2 do

@@ -105,8 +105,6 @@ impl ValkeyBackend {
             opt_arg(p.quota_policy_id),
             opt_arg(args.delay_until),
             opt_arg(args.execution_deadline_at),
-            opt_arg(args.idempotency_key.as_ref()),
-            arg(p.dedup_window_ms),
             args.input_payload.clone(),
             arg(&args.policy_json),
             opt_arg(p.max_replay_count),
@@ -119,16 +117,105 @@ impl ValkeyBackend {
             extra.push(arg(k));
             extra.push(arg(v));
         }
-        let r = self.call_texts("ff_create_execution", &args.execution_id, extra).await?;
+        // The idempotency guard lives on its own slot: reserve it first, and undo the
+        // reservation when the create answers that it did not create.
+        let guard = match args.idempotency_key.as_deref().filter(|k| !k.is_empty()) {
+            None => None,
+            Some(key) => match self.reserve_idempotency(&args, key, p.dedup_window_ms).await? {
+                Reservation::Duplicate(execution_id) => {
+                    return Ok(CreateExecutionOutcome::Duplicate { execution_id });
+                }
+                Reservation::Held => None,
+                Reservation::Reserved(undo) => Some(undo),
+            },
+        };
+        let outcome = self.create_call(&args.execution_id, extra).await;
+        if let Some(undo) = guard
+            && !created_or_unknown(&outcome)
+        {
+            // A failed release leaves the guard to lapse at the end of its window.
+            let _ = self.release_idempotency(undo).await;
+        }
+        outcome
+    }
+
+    /// `ff_create_execution` and its reply.
+    async fn create_call(
+        &self,
+        execution_id: &ExecutionId,
+        extra: Vec<Vec<u8>>,
+    ) -> Result<CreateExecutionOutcome, EngineError> {
+        let r = self.call_texts("ff_create_execution", execution_id, extra).await?;
         let id = |s: &str| ExecutionId::parse(s).map_err(|e| protocol(format!("execution id {s:?}: {e}")));
         match slot(&r, 0)? {
             "created" => Ok(CreateExecutionOutcome::Created {
-                execution_id: args.execution_id.clone(),
+                execution_id: execution_id.clone(),
                 public_state: parse_wire("public state", slot(&r, 1)?, PublicState::parse)?,
             }),
             "duplicate" => Ok(CreateExecutionOutcome::Duplicate { execution_id: id(slot(&r, 1)?)? }),
             other => Err(protocol(format!("create reply {other:?}"))),
         }
+    }
+
+    /// The guard key of an idempotency key and its ARGV[1..6] (see `lua/execution.lua`).
+    fn idempotency_call_parts(&self, namespace: &str, key: &str, id: &ExecutionId) -> (String, Vec<Vec<u8>>) {
+        let tag = idempotency_tag(namespace, key, self.cfg.partitions.num_flow_partitions);
+        let guard = format!("{}ff:idem:{tag}:{namespace}:{key}", self.cfg.key_prefix);
+        let args = vec![
+            self.now_arg(),
+            self.cfg.key_prefix.clone().into_bytes(),
+            tag.into_bytes(),
+            arg(namespace),
+            arg(key),
+            arg(id.as_str()),
+        ];
+        (guard, args)
+    }
+
+    /// `ff_reserve_idempotency`: who holds the guard of `key`, reserving it when nobody does.
+    async fn reserve_idempotency(
+        &self,
+        args: &CreateExecutionArgs,
+        key: &str,
+        window_ms: u64,
+    ) -> Result<Reservation, EngineError> {
+        let namespace = args.namespace.to_string();
+        let (guard, mut call_args) = self.idempotency_call_parts(&namespace, key, &args.execution_id);
+        call_args.push(arg(window_ms));
+        call_args.push(self.version.clone().into_bytes());
+        let v = self
+            .client
+            .fcall::<ferriskey::Value>("ff_reserve_idempotency", &[guard.as_str()], &call_args)
+            .await;
+        let r = wire::texts(v.map_err(wire::engine_error)?)?;
+        match slot(&r, 0)? {
+            "duplicate" => Ok(Reservation::Duplicate(
+                ExecutionId::parse(slot(&r, 1)?).map_err(|e| protocol(format!("idempotency guard: {e}")))?,
+            )),
+            "held" => Ok(Reservation::Held),
+            "reserved" => Ok(Reservation::Reserved(Undo {
+                namespace,
+                key: key.to_owned(),
+                execution_id: args.execution_id.clone(),
+                previous: (slot(&r, 1)?.to_owned(), slot(&r, 2)?.to_owned()),
+            })),
+            other => Err(protocol(format!("reserve idempotency reply {other:?}"))),
+        }
+    }
+
+    /// `ff_release_idempotency`: restores the guard a reservation replaced.
+    async fn release_idempotency(&self, undo: Undo) -> Result<(), EngineError> {
+        let (guard, mut call_args) =
+            self.idempotency_call_parts(&undo.namespace, &undo.key, &undo.execution_id);
+        call_args.push(arg(undo.previous.0));
+        call_args.push(arg(undo.previous.1));
+        call_args.push(self.version.clone().into_bytes());
+        let v = self
+            .client
+            .fcall::<ferriskey::Value>("ff_release_idempotency", &[guard.as_str()], &call_args)
+            .await;
+        wire::texts(v.map_err(wire::engine_error)?)?;
+        Ok(())
     }
 
     /// Arguments of both grant functions.
@@ -179,6 +266,42 @@ impl ValkeyBackend {
             self.partition_call("ff_run_scanner", partition, vec![arg(kind_text), arg(batch)], false).await?;
         let r = wire::texts(v)?;
         Ok(ScanReport { examined: num(&r, 0)?, acted: num(&r, 1)? })
+    }
+}
+
+/// Who holds an idempotency guard, as `ff_reserve_idempotency` answered.
+enum Reservation {
+    /// A live guard names another execution: the create is its duplicate.
+    Duplicate(ExecutionId),
+    /// A live guard names this execution (a retried create).
+    Held,
+    /// The guard now names this execution; undo it if the create does not create.
+    Reserved(Undo),
+}
+
+/// What `ff_release_idempotency` needs to restore a guard.
+struct Undo {
+    namespace: String,
+    key: String,
+    execution_id: ExecutionId,
+    /// The guard's previous `(execution_id, expires_at)`, `""` for none.
+    previous: (String, String),
+}
+
+/// The `{fp:M}` tag of an idempotency guard: FNV-1a of `namespace \n key` mod the flow
+/// partitions, so every create with that key, whatever its execution's partition,
+/// meets the same guard.
+fn idempotency_tag(namespace: &str, key: &str, partitions: u16) -> String {
+    let h = ff_core::partition::fnv1a_u64(format!("{namespace}\n{key}").as_bytes());
+    format!("{{fp:{}}}", h % u64::from(partitions.max(1)))
+}
+
+/// True when a create may have created: it says so, or its answer was lost in transport.
+fn created_or_unknown(outcome: &Result<CreateExecutionOutcome, EngineError>) -> bool {
+    match outcome {
+        Ok(CreateExecutionOutcome::Created { .. }) => true,
+        Ok(_) => false,
+        Err(e) => matches!(e.root(), EngineError::Transport { .. } | EngineError::Timeout { .. }),
     }
 }
 

@@ -14,6 +14,11 @@ use ff_core::{EdgeId, EngineError, ExecutionId, FlowId, Namespace};
 use crate::wire::{self, num, protocol, slot};
 use crate::{ValkeyBackend, arg};
 
+/// Outbox events one read of the completion feed takes from a partition.
+const RELAY_EVENTS_PER_PARTITION_MAX: usize = 1_000;
+/// Outbox events one relay call carries (the rest wait for the next read).
+const RELAY_EVENTS_PER_CALL_MAX: usize = 10_000;
+
 /// Largest cancel grace period, in ms (2^53 − 1).
 const CANCEL_GRACE_MS_MAX: u64 = (1 << 53) - 1;
 
@@ -320,18 +325,35 @@ impl ValkeyBackend {
         })
     }
 
-    /// `read_completions`: completion events after `after`, oldest first.
+    /// `read_completions`: completion events after `after`, oldest first. Relays the
+    /// partitions' outboxes into the feed first (see `lua/flow.lua`): one read of the
+    /// feed's marks, one pipelined drain of every partition, one relay call that
+    /// appends what is new and replies the page.
     pub(crate) async fn read_completions_call(
         &self,
         after: u64,
         limit: usize,
     ) -> Result<Vec<ff_core::contracts::CompletionEvent>, EngineError> {
         let limit = limit.clamp(1, ff_core::contracts::LIST_LIMIT_MAX);
-        let key = format!("{}ff:completions", self.cfg.key_prefix);
-        let args = vec![arg(after), arg(limit), self.version.clone().into_bytes()];
+        let feed = format!("{}ff:completions:{{feed}}", self.cfg.key_prefix);
+        let marks = self.completion_marks(&feed).await?;
+        let per_partition = limit.min(RELAY_EVENTS_PER_PARTITION_MAX);
+        let drained = self.drain_outboxes(&marks, per_partition).await?;
+        let mut args = vec![arg(after), arg(limit)];
+        let mut relayed = 0;
+        for (partition, events) in drained {
+            if events.is_empty() || relayed >= RELAY_EVENTS_PER_CALL_MAX {
+                continue;
+            }
+            relayed += events.len();
+            args.push(arg(partition));
+            args.push(arg(events.len()));
+            args.extend(events);
+        }
+        args.push(self.version.clone().into_bytes());
         let v = self
             .client
-            .fcall_readonly("ff_read_completions", &[key], &args)
+            .fcall::<ferriskey::Value>("ff_relay_completions", &[feed], &args)
             .await
             .map_err(wire::engine_error)?;
         let mut out = Vec::new();
@@ -351,6 +373,58 @@ impl ValkeyBackend {
                     .parse()
                     .map_err(|_| protocol(format!("completion ts {ts_text:?}")))?,
             });
+        }
+        Ok(out)
+    }
+
+    /// The feed's relayed-through outbox seq per partition (absent = 0).
+    async fn completion_marks(&self, feed: &str) -> Result<Vec<u64>, EngineError> {
+        let v = self
+            .client
+            .fcall_readonly::<ferriskey::Value>("ff_completion_marks", &[feed], &[self.version.as_str()])
+            .await
+            .map_err(wire::engine_error)?;
+        let mut marks = vec![0; usize::from(self.cfg.partitions.num_flow_partitions)];
+        for (p, seq) in wire::pairs(v)? {
+            let p: usize = p.parse().map_err(|_| protocol(format!("completion mark partition {p:?}")))?;
+            let seq: u64 = seq.parse().map_err(|_| protocol(format!("completion mark seq {seq:?}")))?;
+            if let Some(m) = marks.get_mut(p) {
+                *m = seq;
+            }
+        }
+        Ok(marks)
+    }
+
+    /// Every partition's outbox events past its mark (at most `max` each), as one
+    /// pipeline (split per primary on a cluster).
+    async fn drain_outboxes(
+        &self,
+        marks: &[u64],
+        max: usize,
+    ) -> Result<Vec<(u16, Vec<Vec<u8>>)>, EngineError> {
+        let mut pipe = self.client.pipeline();
+        let mut slots = Vec::with_capacity(marks.len());
+        for (partition, through) in (0..self.cfg.partitions.num_flow_partitions).zip(marks) {
+            let tag = format!("{{fp:{partition}}}");
+            let args = vec![
+                self.now_arg(),
+                self.cfg.key_prefix.clone().into_bytes(),
+                tag.into_bytes(),
+                arg(through),
+                arg(max),
+                self.version.clone().into_bytes(),
+            ];
+            let keys = [self.partition_key(partition)];
+            slots.push((partition, pipe.fcall::<ferriskey::Value>("ff_drain_completions", &keys, &args)));
+        }
+        if slots.is_empty() {
+            return Ok(Vec::new());
+        }
+        pipe.execute().await.map_err(wire::engine_error)?;
+        let mut out = Vec::with_capacity(slots.len());
+        for (partition, slot) in slots {
+            let events = wire::array(slot.value().map_err(wire::engine_error)?)?;
+            out.push((partition, events.into_iter().map(wire::bytes).collect::<Result<_, _>>()?));
         }
         Ok(out)
     }

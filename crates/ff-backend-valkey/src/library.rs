@@ -31,9 +31,11 @@ fn sources_hash() -> u64 {
     h
 }
 
-/// The version `ff_version` returns: crate version plus a hash of the sources.
+/// The version `ff_version` returns: crate version plus a hash of the sources
+/// (hashed once per process: the sources are some hundred kilobytes).
 pub fn library_version() -> String {
-    format!("{}+{:016x}", env!("CARGO_PKG_VERSION"), sources_hash())
+    static VERSION: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    VERSION.get_or_init(|| format!("{}+{:016x}", env!("CARGO_PKG_VERSION"), sources_hash())).clone()
 }
 
 /// The whole library text for `FUNCTION LOAD REPLACE`.

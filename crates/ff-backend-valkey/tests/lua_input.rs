@@ -93,9 +93,9 @@ impl Calls {
     }
 }
 
-/// The 19 contract arguments of a well-formed `ff_create_execution` (no tags).
+/// The 17 contract arguments of a well-formed `ff_create_execution` (no tags).
 fn create_args() -> Vec<&'static str> {
-    vec!["ns", "default", "job", "0", "tester", "", "", "", "", "", "", "", "", "", "", "", "", "", "0"]
+    vec!["ns", "default", "job", "0", "tester", "", "", "", "", "", "", "", "", "", "", "", "0"]
 }
 
 /// `create_args` with slot `i` (0-based within the contract arguments) replaced.
@@ -203,12 +203,12 @@ fn cases(calls: &Calls) -> Vec<Case> {
     });
     out.extend([
         calls.exec_case("convention only", "ff_create_execution", &[], bad),
-        calls.exec_case("one argument short", "ff_create_execution", &create_args()[..18], bad),
+        calls.exec_case("one argument short", "ff_create_execution", &create_args()[..16], bad),
         calls.exec_case("priority is text", "ff_create_execution", &create_with(3, "high"), bad),
         calls.exec_case("delay_until is text", "ff_create_execution", &create_with(8, "later"), bad),
-        calls.exec_case("tag count is text", "ff_create_execution", &create_with(18, "many"), bad),
-        calls.exec_case("tag count without pairs", "ff_create_execution", &create_with(18, "2"), bad),
-        calls.exec_case("tag count negative", "ff_create_execution", &create_with(18, "-1"), bad),
+        calls.exec_case("tag count is text", "ff_create_execution", &create_with(16, "many"), bad),
+        calls.exec_case("tag count without pairs", "ff_create_execution", &create_with(16, "2"), bad),
+        calls.exec_case("tag count negative", "ff_create_execution", &create_with(16, "-1"), bad),
         calls.exec_case("claim too short", "ff_claim_execution", &["w", "i", "default"], bad),
         calls.exec_case(
             "claim ttl is text",
@@ -285,6 +285,7 @@ fn cases(calls: &Calls) -> Vec<Case> {
         budget("report usage delta count without pairs", "ff_charge_budget", &["", "0", "2", "tokens", "1"]),
         budget("report usage delta is text", "ff_charge_budget", &["", "0", "1", "tokens", "lots"]),
     ]);
+    out.extend(idempotency_and_feed_cases(calls));
     let pass_key = format!("{}ff:idx:{{b:0}}:budget_policies", calls.prefix);
     out.push(Case {
         name: "budget pass kind unknown",
@@ -295,6 +296,62 @@ fn cases(calls: &Calls) -> Vec<Case> {
         code: bad,
     });
     out
+}
+
+/// Cases of the functions off the execution convention: the idempotency guard and the
+/// completion feed.
+fn idempotency_and_feed_cases(calls: &Calls) -> Vec<Case> {
+    let bad = "invalid_input";
+    let guard = format!("{}ff:idem:{TAG}:ns:k1", calls.prefix);
+    let guard_argv = |extra: &[&str]| {
+        let mut argv =
+            vec![String::new(), calls.prefix.clone(), TAG.into(), "ns".into(), "k1".into(), EID.into()];
+        argv.extend(extra.iter().map(|s| (*s).to_owned()));
+        argv
+    };
+    let feed = format!("{}ff:completions:{{feed}}", calls.prefix);
+    let case = |name, function, keys: Vec<String>, argv: Vec<String>| Case {
+        name,
+        function,
+        keys,
+        argv,
+        version: Version::Current,
+        code: bad,
+    };
+    let relay = |extra: &[&str]| extra.iter().map(|s| (*s).to_owned()).collect::<Vec<String>>();
+    vec![
+        case("reserve window is text", "ff_reserve_idempotency", vec![guard.clone()], guard_argv(&["long"])),
+        case("reserve too short", "ff_reserve_idempotency", vec![guard.clone()], guard_argv(&[])),
+        case(
+            "reserve key of another guard",
+            "ff_reserve_idempotency",
+            vec![feed.clone()],
+            guard_argv(&["10"]),
+        ),
+        case("release too short", "ff_release_idempotency", vec![guard], guard_argv(&[""])),
+        calls.partition_case("drain mark is text", "ff_drain_completions", &["first", "10"], bad),
+        calls.partition_case("drain max is zero", "ff_drain_completions", &["0", "0"], bad),
+        case("relay limit is text", "ff_relay_completions", vec![feed.clone()], relay(&["0", "all"])),
+        case("relay limit is zero", "ff_relay_completions", vec![feed.clone()], relay(&["0", "0"])),
+        case(
+            "relay count without events",
+            "ff_relay_completions",
+            vec![feed.clone()],
+            relay(&["0", "1", "0", "2", "{}"]),
+        ),
+        case(
+            "relay event is not JSON",
+            "ff_relay_completions",
+            vec![feed.clone()],
+            relay(&["0", "1", "0", "1", "{x"]),
+        ),
+        case(
+            "relay event has no seq",
+            "ff_relay_completions",
+            vec![feed],
+            relay(&["0", "1", "0", "1", "{}"]),
+        ),
+    ]
 }
 
 async fn raw_client() -> Client {

@@ -19,7 +19,7 @@ pub fn ensure_server() {
     static STARTED: OnceLock<Result<(), String>> = OnceLock::new();
     let r = STARTED.get_or_init(|| {
         ff_backend_valkey::raw::start_local_server(port())?;
-        remove_stale_keys();
+        remove_stale_keys(port());
         Ok(())
     });
     if let Err(e) = r {
@@ -59,14 +59,15 @@ fn prefix_pid(key: &[u8]) -> Option<u32> {
     std::str::from_utf8(&rest[..end]).ok()?.parse().ok()
 }
 
-/// Deletes the keys of test prefixes whose process is gone, so the shared server's
-/// keyspace (and with it every `KEYS` of the state dump) stays bounded across runs.
-/// Keys of live processes and keys without a test prefix are left alone.
-fn remove_stale_keys() {
+/// Deletes the keys of test prefixes whose process is gone from the server (or cluster
+/// node) on `port`, so the shared keyspace (and with it every `KEYS` of the state dump)
+/// stays bounded across runs. Keys of live processes and keys without a test prefix
+/// are left alone.
+pub fn remove_stale_keys(port: u16) {
     const SCAN_COUNT: &[u8] = b"1000";
     const SCAN_ROUNDS_MAX: usize = 100_000;
     let run = || -> std::io::Result<()> {
-        let stream = std::net::TcpStream::connect(("127.0.0.1", port()))?;
+        let stream = std::net::TcpStream::connect(("127.0.0.1", port))?;
         let mut conn = Conn::new(stream)?;
         let mut cursor = b"0".to_vec();
         for _ in 0..SCAN_ROUNDS_MAX {
@@ -85,9 +86,16 @@ fn remove_stale_keys() {
                     prefix_pid(k).is_some_and(|pid| !std::path::Path::new(&format!("/proc/{pid}")).exists())
                 })
                 .collect();
-            if !stale.is_empty() {
+            // One UNLINK per hash slot: a cluster node refuses a multi-key command
+            // across slots.
+            let mut by_slot: std::collections::BTreeMap<u16, Vec<&[u8]>> = std::collections::BTreeMap::new();
+            for k in &stale {
+                let slot = ff_backend_valkey::key_hash_slot(&String::from_utf8_lossy(k));
+                by_slot.entry(slot).or_default().push(k);
+            }
+            for keys in by_slot.into_values() {
                 let mut args: Vec<&[u8]> = vec![b"UNLINK"];
-                args.extend(stale.iter().map(Vec::as_slice));
+                args.extend(keys);
                 command(&mut conn, &args)?;
             }
             if next == b"0" {
