@@ -13,7 +13,8 @@ use indicatif::{ProgressBar, ProgressStyle};
 #[command(name = "ff-conformance", about = "Run the FlowFabric conformance kit against a backend")]
 struct Cli {
     /// `memory`, `sqlite:DIR` (a fresh database file per case inside DIR), `valkey://HOST:PORT`
-    /// (a fresh key prefix per case) or `postgres://URL` (a fresh schema per case).
+    /// or `valkey+cluster://HOST:PORT[,HOST:PORT…]` (a fresh key prefix per case) or
+    /// `postgres://URL` (a fresh schema per case).
     #[arg(long, default_value = "memory")]
     backend: String,
     /// Cases per property test.
@@ -44,20 +45,27 @@ fn factory_for(spec: &str, real_time: bool) -> Result<Arc<dyn Factory>, String> 
             std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
             Ok(Arc::new(SqliteFactory { dir, real_time, next: AtomicU64::new(0) }) as Arc<dyn Factory>)
         }
-        s if s.starts_with("valkey://") => {
-            let addr = &s["valkey://".len()..];
-            let (host, port) = addr
-                .rsplit_once(':')
-                .and_then(|(h, p)| Some((h.trim_matches(['[', ']']).to_owned(), p.parse::<u16>().ok()?)))
-                .ok_or_else(|| format!("backend {s}: expected valkey://HOST:PORT"))?;
-            Ok(Arc::new(ValkeyFactory { host, port, real_time, next: AtomicU64::new(0) }) as Arc<dyn Factory>)
+        s if s.starts_with("valkey://") || s.starts_with("valkey+cluster://") => {
+            let (base, topology) = ff_backend_valkey::ValkeyConfig::from_url(s).map_err(|e| e.to_string())?;
+            let nodes = match &topology {
+                ff_backend_valkey::Topology::Cluster { .. } => {
+                    ff_backend_valkey::raw::cluster_primaries(&base.host, base.port)
+                        .map_err(|e| format!("backend {s}: {e}"))?
+                        .into_iter()
+                        .map(|p| (p.host, p.port))
+                        .collect()
+                }
+                _ => vec![(base.host.clone(), base.port)],
+            };
+            Ok(Arc::new(ValkeyFactory { base, topology, nodes, real_time, next: AtomicU64::new(0) })
+                as Arc<dyn Factory>)
         }
         s if s.starts_with("postgres://") || s.starts_with("postgresql://") => {
             Ok(Arc::new(PostgresFactory { url: s.to_owned(), real_time, next: AtomicU64::new(0) })
                 as Arc<dyn Factory>)
         }
         other => Err(format!(
-            "unknown backend {other:?} (memory | sqlite:DIR | valkey://HOST:PORT | postgres://URL)"
+            "unknown backend {other:?} (memory | sqlite:DIR | valkey://HOST:PORT | valkey+cluster://HOST:PORT,… | postgres://URL)"
         )),
     }
 }
@@ -84,11 +92,13 @@ impl Factory for SqliteFactory {
     }
 }
 
-/// A fresh key prefix on one Valkey server per case, on a simulated clock
-/// (or the server's `TIME` when `real_time`).
+/// A fresh key prefix per case on one Valkey server or cluster, on a simulated
+/// clock (or the server's `TIME` when `real_time`).
 struct ValkeyFactory {
-    host: String,
-    port: u16,
+    base: ff_backend_valkey::ValkeyConfig,
+    topology: ff_backend_valkey::Topology,
+    /// Every node whose keys a dump must read (the primaries of a cluster).
+    nodes: Vec<(String, u16)>,
     real_time: bool,
     next: AtomicU64,
 }
@@ -96,11 +106,10 @@ struct ValkeyFactory {
 impl ValkeyFactory {
     fn config(&self, n: u64) -> ff_backend_valkey::ValkeyConfig {
         ff_backend_valkey::ValkeyConfig {
-            host: self.host.clone(),
-            port: self.port,
             key_prefix: format!("kit-{}-{n}:", std::process::id()),
             partitions: ff_core::PartitionConfig { num_flow_partitions: 8, ..Default::default() },
             clock: if self.real_time { None } else { Some(ff_core::SimClock::default()) },
+            ..self.base.clone()
         }
     }
 }
@@ -108,14 +117,15 @@ impl ValkeyFactory {
 impl Factory for ValkeyFactory {
     fn make(&self) -> ff_conformance::BoxFuture<Fixture> {
         let cfg = self.config(self.next.fetch_add(1, Ordering::Relaxed));
+        let (topology, nodes) = (self.topology.clone(), self.nodes.clone());
         Box::pin(async move {
             let (host, port) = (cfg.host.clone(), cfg.port);
             let prefix = cfg.key_prefix.clone();
-            match ff_backend_valkey::ValkeyBackend::connect(cfg).await {
+            match ff_backend_valkey::ValkeyBackend::connect_with(cfg, topology).await {
                 Ok(b) => Fixture::new(Arc::new(b)).with_inspect(Arc::new(move || {
-                    ff_backend_valkey::raw::dump_prefix(&host, port, &prefix)
+                    ff_backend_valkey::raw::dump_prefix_nodes(&nodes, &prefix)
                 })),
-                Err(e) => panic!("cannot connect to valkey://{host}:{port}: {e}"),
+                Err(e) => panic!("cannot connect to valkey {host}:{port}: {e}"),
             }
         })
     }
@@ -159,7 +169,8 @@ impl Factory for PostgresFactory {
 
 /// Connects once before the run, so an unreachable server is one clear error.
 fn preflight(spec: &str, factory: &Arc<dyn Factory>, rt: &tokio::runtime::Runtime) -> Result<(), String> {
-    if !["valkey://", "postgres://", "postgresql://"].iter().any(|p| spec.starts_with(p)) {
+    if !["valkey://", "valkey+cluster://", "postgres://", "postgresql://"].iter().any(|p| spec.starts_with(p))
+    {
         return Ok(());
     }
     let f = factory.clone();
