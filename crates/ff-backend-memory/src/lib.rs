@@ -8,7 +8,6 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use ff_core::capabilities::{Capabilities, Version};
 use ff_core::contracts::{CompletionEvent, LeaseHistoryEntry};
 use ff_core::stream::EntryId;
 use ff_core::{
@@ -20,7 +19,7 @@ use ff_engine::records::{
     AttemptRecord, BlobKind, ExecCore, GrantRecord, IndexKey, LeaseRecord, RecordKind, StoredEntry,
     StreamMeta, SummaryRecord, WorkerRecord,
 };
-use ff_engine::{Engine, Store, StoreResult, StoreRunner};
+use ff_engine::{Engine, RunnerInfo, Store, StoreResult, StoreRunner};
 use parking_lot::Mutex;
 
 /// Completion events kept in memory.
@@ -43,14 +42,14 @@ pub fn new_sim_backend(clock: SimClock, cfg: PartitionConfig) -> MemoryBackend {
 #[derive(Debug, Clone)]
 pub struct MemoryRunner {
     store: Arc<Mutex<MemStore>>,
-    clock: Arc<dyn Clock>,
-    cfg: PartitionConfig,
+    info: RunnerInfo,
 }
 
 impl MemoryRunner {
     /// A runner over an empty store.
     pub fn new(clock: Arc<dyn Clock>, cfg: PartitionConfig) -> Self {
-        Self { store: Arc::new(Mutex::new(MemStore::new(cfg))), clock, cfg }
+        let info = RunnerInfo::new(BackendTag::Memory, "memory", env!("CARGO_PKG_VERSION"), clock, cfg);
+        Self { store: Arc::new(Mutex::new(MemStore::new(cfg))), info }
     }
 
     /// A deterministic dump of the whole store (for snapshots and differential checks).
@@ -61,21 +60,8 @@ impl MemoryRunner {
 
 #[async_trait]
 impl StoreRunner for MemoryRunner {
-    fn tag(&self) -> BackendTag {
-        BackendTag::Memory
-    }
-
-    fn clock(&self) -> &Arc<dyn Clock> {
-        &self.clock
-    }
-
-    fn partition_config(&self) -> PartitionConfig {
-        self.cfg
-    }
-
-    fn capabilities(&self) -> Capabilities {
-        let version = Version::parse_lenient(env!("CARGO_PKG_VERSION"));
-        Capabilities::complete("memory", version, self.clock.as_sim().is_some())
+    fn info(&self) -> &RunnerInfo {
+        &self.info
     }
 
     async fn run<R, F>(&self, f: F) -> Result<R, EngineError>

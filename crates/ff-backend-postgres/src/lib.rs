@@ -11,13 +11,11 @@
 
 use std::str::FromStr;
 use std::sync::Arc;
-use std::sync::mpsc;
 
 use async_trait::async_trait;
-use ff_core::capabilities::{Capabilities, Version};
 use ff_core::error::{BackendErrorKind, ValidationKind};
 use ff_core::{BackendTag, Clock, EngineError, PartitionConfig, SystemClock};
-use ff_engine::{Engine, Store, StoreRunner};
+use ff_engine::{Engine, RunnerInfo, Store, StoreRunner, StoreThread};
 
 mod schema;
 mod store;
@@ -26,9 +24,6 @@ pub use store::PostgresStore;
 
 /// The PostgreSQL backend: `Engine` over [`PostgresRunner`].
 pub type PostgresBackend = Engine<PostgresRunner>;
-
-/// A job for the connection thread.
-type Job = Box<dyn FnOnce(&mut PostgresStore) + Send>;
 
 /// Longest a schema name may be (PostgreSQL's identifier limit).
 pub const SCHEMA_NAME_LEN_MAX: usize = 63;
@@ -133,14 +128,13 @@ impl PostgresOptions {
 /// Runs contracts as transactions on the connection thread.
 #[derive(Clone)]
 pub struct PostgresRunner {
-    jobs: mpsc::Sender<Job>,
-    clock: Arc<dyn Clock>,
-    cfg: PartitionConfig,
+    thread: StoreThread<PostgresStore>,
+    info: RunnerInfo,
 }
 
 impl std::fmt::Debug for PostgresRunner {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("PostgresRunner").field("cfg", &self.cfg).finish()
+        f.debug_struct("PostgresRunner").field("cfg", &self.info.partitions).finish()
     }
 }
 
@@ -164,34 +158,13 @@ pub fn open(options: PostgresOptions) -> Result<PostgresBackend, OpenError> {
     let config = postgres::Config::from_str(&options.url).map_err(|e| OpenError::Url(e.to_string()))?;
     let session = store::Session { config, schema: options.schema.clone() };
     let cfg = options.partitions;
-    let (tx, rx) = mpsc::channel::<Job>();
-    let (opened_tx, opened_rx) = mpsc::channel::<Result<(), OpenError>>();
     // The synchronous client runs its own small runtime: it must live and die on
     // a plain thread, never inside the caller's async runtime.
-    std::thread::Builder::new()
-        .name("ff-postgres".into())
-        .spawn(move || {
-            let mut store = match PostgresStore::open(session, cfg) {
-                Ok(s) => s,
-                Err(e) => {
-                    let _ = opened_tx.send(Err(e));
-                    return;
-                }
-            };
-            if opened_tx.send(Ok(())).is_err() {
-                return;
-            }
-            while let Ok(job) = rx.recv() {
-                job(&mut store);
-            }
-        })
-        .map_err(|e| OpenError::Thread(e.to_string()))?;
-    opened_rx.recv().map_err(|_| OpenError::Thread("stopped while opening".into()))??;
-    Ok(Engine::new(PostgresRunner { jobs: tx, clock: options.clock, cfg }))
-}
-
-fn gone() -> EngineError {
-    EngineError::transport("postgres", BackendErrorKind::Transport, "connection thread stopped".into())
+    let thread = StoreThread::start("ff-postgres", "postgres", move || PostgresStore::open(session, cfg))
+        .map_err(|e| e.into_open_error(OpenError::Thread))?;
+    let info =
+        RunnerInfo::new(BackendTag::Postgres, "postgres", env!("CARGO_PKG_VERSION"), options.clock, cfg);
+    Ok(Engine::new(PostgresRunner { thread, info }))
 }
 
 impl PostgresRunner {
@@ -200,12 +173,7 @@ impl PostgresRunner {
         &self,
         f: impl FnOnce(&mut PostgresStore) -> T + Send + 'static,
     ) -> Result<T, EngineError> {
-        let (tx, rx) = mpsc::channel();
-        let job: Job = Box::new(move |s| {
-            let _ = tx.send(f(s));
-        });
-        self.jobs.send(job).map_err(|_| gone())?;
-        rx.recv().map_err(|_| gone())
+        self.thread.call_blocking(f)
     }
 
     /// A deterministic dump of every table.
@@ -223,21 +191,8 @@ impl PostgresRunner {
 
 #[async_trait]
 impl StoreRunner for PostgresRunner {
-    fn tag(&self) -> BackendTag {
-        BackendTag::Postgres
-    }
-
-    fn clock(&self) -> &Arc<dyn Clock> {
-        &self.clock
-    }
-
-    fn partition_config(&self) -> PartitionConfig {
-        self.cfg
-    }
-
-    fn capabilities(&self) -> Capabilities {
-        let version = Version::parse_lenient(env!("CARGO_PKG_VERSION"));
-        Capabilities::complete("postgres", version, self.clock.as_sim().is_some())
+    fn info(&self) -> &RunnerInfo {
+        &self.info
     }
 
     async fn run<R, F>(&self, f: F) -> Result<R, EngineError>
@@ -245,11 +200,6 @@ impl StoreRunner for PostgresRunner {
         R: Send + 'static,
         F: FnOnce(&mut dyn Store) -> Result<R, EngineError> + Send + 'static,
     {
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        let job: Job = Box::new(move |s| {
-            let _ = tx.send(s.transaction(f));
-        });
-        self.jobs.send(job).map_err(|_| gone())?;
-        rx.await.map_err(|_| gone())?
+        self.thread.call(move |s| s.transaction(f)).await?
     }
 }

@@ -16,6 +16,9 @@ use ff_engine::records::{
     AttemptRecord, BlobKind, ExecCore, GrantRecord, IndexKey, LeaseRecord, RecordKind, StoredEntry,
     StreamMeta, SummaryRecord, WorkerRecord,
 };
+use ff_engine::store_support::{
+    entry_id_from_sql, entry_id_to_sql, entry_range_to_sql, int_to_sql, rolled_back, uint_from_sql,
+};
 use ff_engine::{Store, StoreResult};
 use postgres::types::{FromSql, ToSql};
 use postgres::{Client, NoTls, Row, Statement};
@@ -38,52 +41,6 @@ const BEGIN_SQL: &str = "BEGIN ISOLATION LEVEL REPEATABLE READ; LOCK TABLE ff_me
 
 /// Param list shorthand.
 type Params<'a> = &'a [&'a (dyn ToSql + Sync)];
-
-/// Stream id parts are u64; Postgres BIGINT is i64 (order-preserving offset).
-fn u64_sql(v: u64) -> i64 {
-    (v ^ (1 << 63)) as i64
-}
-
-fn sql_u64(v: i64) -> u64 {
-    (v as u64) ^ (1 << 63)
-}
-
-fn index_name(key: &IndexKey) -> String {
-    match key {
-        IndexKey::Lane { partition, lane, kind } => format!("lane|{partition}|{kind:?}|{lane}"),
-        IndexKey::LeaseExpiry(p) => format!("lease_expiry|{p}"),
-        IndexKey::WorkerLeases(p, inst) => format!("worker_leases|{p}|{inst}"),
-        IndexKey::SuspensionTimeout(p) => format!("suspension_timeout|{p}"),
-        IndexKey::AttemptTimeout(p) => format!("attempt_timeout|{p}"),
-        IndexKey::ExecutionDeadline(p) => format!("execution_deadline|{p}"),
-        IndexKey::AllExecutions(p) => format!("all_executions|{p}"),
-        IndexKey::AttemptsOf(id) => format!("attempts|{id}"),
-        IndexKey::Lanes => "lanes".to_owned(),
-        IndexKey::WaitpointsOf(id) => format!("waitpoints|{id}"),
-        IndexKey::WaitpointSignals(wp) => format!("waitpoint_signals|{wp}"),
-        IndexKey::SignalsOf(id) => format!("signals|{id}"),
-        IndexKey::PendingWaitpointExpiry(p) => format!("pending_waitpoint_expiry|{p}"),
-        IndexKey::QuotaWindow(q) => format!("quota_window|{q}"),
-        IndexKey::BudgetResets => "budget_resets".to_owned(),
-        IndexKey::Flows => "flows".to_owned(),
-        IndexKey::BudgetPolicies => "budget_policies".to_owned(),
-        IndexKey::QuotaPolicies => "quota_policies".to_owned(),
-        IndexKey::CancelBacklog(p) => format!("cancel_backlog|{p}"),
-        IndexKey::PendingCancelGroups(p) => format!("pending_cancel_groups|{p}"),
-    }
-}
-
-fn blob_kind(kind: BlobKind) -> i64 {
-    match kind {
-        BlobKind::Payload => 0,
-        BlobKind::Result => 1,
-        BlobKind::Policy => 2,
-    }
-}
-
-fn limit_sql(limit: usize) -> i64 {
-    i64::try_from(limit).unwrap_or(i64::MAX)
-}
 
 /// Whether starting a transaction may succeed if tried again: serialization
 /// failure, deadlock, lock timeout, or a connection that went away.
@@ -288,14 +245,7 @@ impl PostgresStore {
         let client = self.client.get_mut();
         if self.faulted.get() {
             let _ = client.batch_execute("ROLLBACK");
-            return match r {
-                Err(e) => Err(e),
-                Ok(_) => Err(EngineError::transport(
-                    "postgres",
-                    BackendErrorKind::Other,
-                    "statement failed".into(),
-                )),
-            };
+            return rolled_back("postgres", r);
         }
         if let Err(e) = client.batch_execute("COMMIT") {
             if !client.is_closed() {
@@ -433,7 +383,7 @@ impl Store for PostgresStore {
     fn get_blob(&self, id: &ExecutionId, kind: BlobKind) -> StoreResult<Option<Vec<u8>>> {
         match self.query_opt(
             "SELECT bytes FROM blobs WHERE execution_id = $1 AND kind = $2",
-            &[&id.as_str(), &blob_kind(kind)],
+            &[&id.as_str(), &kind.code()],
         )? {
             None => Ok(None),
             Some(row) => self.col(&row, 0).map(Some),
@@ -444,7 +394,7 @@ impl Store for PostgresStore {
         self.exec(
             "INSERT INTO blobs (execution_id, kind, bytes) VALUES ($1, $2, $3)
              ON CONFLICT (execution_id, kind) DO UPDATE SET bytes = excluded.bytes",
-            &[&id.as_str(), &blob_kind(kind), &bytes],
+            &[&id.as_str(), &kind.code(), &bytes],
         )
         .map(|_| ())
     }
@@ -560,9 +510,10 @@ impl Store for PostgresStore {
         entry: &StoredEntry,
     ) -> StoreResult<()> {
         let json = self.encode(&entry.fields)?;
+        let (ms, seq) = entry_id_to_sql(entry.id);
         self.exec(
             "INSERT INTO stream_entries (execution_id, attempt_index, ms, seq, fields) VALUES ($1, $2, $3, $4, $5)",
-            &[&id.as_str(), &i64::from(index), &u64_sql(entry.id.ms), &u64_sql(entry.id.seq), &json],
+            &[&id.as_str(), &i64::from(index), &ms, &seq, &json],
         )
         .map(|_| ())
     }
@@ -575,27 +526,19 @@ impl Store for PostgresStore {
         to: EntryId,
         limit: usize,
     ) -> StoreResult<Vec<StoredEntry>> {
-        if from > to {
+        let Some([from_ms, from_seq, to_ms, to_seq]) = entry_range_to_sql(from, to) else {
             return Ok(Vec::new());
-        }
+        };
         let rows = self.query(
             "SELECT ms, seq, fields FROM stream_entries WHERE execution_id = $1 AND attempt_index = $2
              AND (ms, seq) >= ($3, $4) AND (ms, seq) <= ($5, $6) ORDER BY ms, seq LIMIT $7",
-            &[
-                &id.as_str(),
-                &i64::from(index),
-                &u64_sql(from.ms),
-                &u64_sql(from.seq),
-                &u64_sql(to.ms),
-                &u64_sql(to.seq),
-                &limit_sql(limit),
-            ],
+            &[&id.as_str(), &i64::from(index), &from_ms, &from_seq, &to_ms, &to_seq, &int_to_sql(limit)],
         )?;
         rows.iter()
             .map(|row| {
                 let fields: String = self.col(row, 2)?;
                 Ok(StoredEntry {
-                    id: EntryId { ms: sql_u64(self.col(row, 0)?), seq: sql_u64(self.col(row, 1)?) },
+                    id: entry_id_from_sql(self.col(row, 0)?, self.col(row, 1)?),
                     fields: self.decode("stream entry", &fields)?,
                 })
             })
@@ -607,7 +550,7 @@ impl Store for PostgresStore {
             "DELETE FROM stream_entries WHERE execution_id = $1 AND attempt_index = $2 AND (ms, seq) NOT IN (
                  SELECT ms, seq FROM stream_entries WHERE execution_id = $1 AND attempt_index = $2
                  ORDER BY ms DESC, seq DESC LIMIT $3)",
-            &[&id.as_str(), &i64::from(index), &i64::try_from(keep).unwrap_or(i64::MAX)],
+            &[&id.as_str(), &i64::from(index), &int_to_sql(keep)],
         )
         .map(|_| ())
     }
@@ -653,12 +596,12 @@ impl Store for PostgresStore {
     }
 
     fn index_count(&self, key: &IndexKey) -> StoreResult<u64> {
-        let rows = self.query("SELECT count(*) FROM idx WHERE name = $1", &[&index_name(key)])?;
+        let rows = self.query("SELECT count(*) FROM idx WHERE name = $1", &[&key.storage_name()])?;
         let n: i64 = match rows.first() {
             Some(row) => self.col(row, 0)?,
             None => 0,
         };
-        Ok(u64::try_from(n).unwrap_or(0))
+        Ok(uint_from_sql(n))
     }
 
     fn get_idem(&self, ns: &Namespace, key: &str) -> StoreResult<Option<(ExecutionId, TimestampMs)>> {
@@ -694,20 +637,20 @@ impl Store for PostgresStore {
         self.exec(
             "INSERT INTO idx (name, member, score) VALUES ($1, $2, $3)
              ON CONFLICT (name, member) DO UPDATE SET score = excluded.score",
-            &[&index_name(key), &member, &score],
+            &[&key.storage_name(), &member, &score],
         )
         .map(|_| ())
     }
 
     fn index_remove(&mut self, key: &IndexKey, member: &str) -> StoreResult<bool> {
-        self.exec("DELETE FROM idx WHERE name = $1 AND member = $2", &[&index_name(key), &member])
+        self.exec("DELETE FROM idx WHERE name = $1 AND member = $2", &[&key.storage_name(), &member])
             .map(|n| n > 0)
     }
 
     fn index_score(&self, key: &IndexKey, member: &str) -> StoreResult<Option<i64>> {
         match self.query_opt(
             "SELECT score FROM idx WHERE name = $1 AND member = $2",
-            &[&index_name(key), &member],
+            &[&key.storage_name(), &member],
         )? {
             None => Ok(None),
             Some(row) => self.col(&row, 0).map(Some),
@@ -721,8 +664,8 @@ impl Store for PostgresStore {
         max_score: i64,
         limit: usize,
     ) -> StoreResult<Vec<(i64, String)>> {
-        let name = index_name(key);
-        let limit = limit_sql(limit);
+        let name = key.storage_name();
+        let limit = int_to_sql(limit);
         let rows = match after {
             Some((score, member)) => self.query(
                 "SELECT score, member FROM idx WHERE name = $1 AND score <= $2 AND (score, member) > ($3, $4)
@@ -776,7 +719,7 @@ impl Store for PostgresStore {
                 let seq: i64 = self.col(row, 0)?;
                 let fields: String = self.col(row, 3)?;
                 Ok(LeaseHistoryEntry {
-                    seq: u64::try_from(seq).unwrap_or(0),
+                    seq: uint_from_sql(seq),
                     event: self.col(row, 1)?,
                     ts: self.col(row, 2)?,
                     fields: self.decode("lease event", &fields)?,
@@ -803,14 +746,14 @@ impl Store for PostgresStore {
         let rows = self.query(
             "SELECT event_id, execution_id, flow_id, outcome, produced_at FROM completions
              WHERE event_id > $1 ORDER BY event_id LIMIT $2",
-            &[&i64::try_from(after).unwrap_or(i64::MAX), &limit_sql(limit)],
+            &[&int_to_sql(after), &int_to_sql(limit)],
         )?;
         rows.iter()
             .map(|row| {
                 let event_id: i64 = self.col(row, 0)?;
                 let id: String = self.col(row, 1)?;
                 Ok(CompletionEvent {
-                    event_id: u64::try_from(event_id).unwrap_or(0),
+                    event_id: uint_from_sql(event_id),
                     execution_id: self.parse_id(&id)?,
                     flow_id: self.col(row, 2)?,
                     outcome: self.col(row, 3)?,
@@ -852,7 +795,7 @@ impl Store for PostgresStore {
         after: Option<&WorkerInstanceId>,
         limit: usize,
     ) -> StoreResult<Vec<WorkerInstanceId>> {
-        let limit = limit_sql(limit);
+        let limit = int_to_sql(limit);
         // With no cursor, every id (including "") is listed.
         let rows = match after {
             Some(a) => self.query(

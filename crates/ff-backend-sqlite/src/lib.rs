@@ -15,13 +15,11 @@
 
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::mpsc;
 
 use async_trait::async_trait;
-use ff_core::capabilities::{Capabilities, Version};
 use ff_core::error::{BackendErrorKind, ValidationKind};
 use ff_core::{BackendTag, Clock, EngineError, PartitionConfig, SystemClock};
-use ff_engine::{Engine, Store, StoreRunner};
+use ff_engine::{Engine, RunnerInfo, Store, StoreRunner, StoreThread};
 
 mod records;
 mod schema;
@@ -33,9 +31,6 @@ pub use store::SqliteStore;
 
 /// The SQLite backend: `Engine` over [`SqliteRunner`].
 pub type SqliteBackend = Engine<SqliteRunner>;
-
-/// A job for the connection thread.
-type Job = Box<dyn FnOnce(&mut SqliteStore) + Send>;
 
 /// Why a database could not be opened.
 #[derive(Debug, thiserror::Error)]
@@ -137,14 +132,13 @@ impl Default for SqliteOptions {
 /// Runs contracts as transactions on the connection thread.
 #[derive(Clone)]
 pub struct SqliteRunner {
-    jobs: mpsc::Sender<Job>,
-    clock: Arc<dyn Clock>,
-    cfg: PartitionConfig,
+    thread: StoreThread<SqliteStore>,
+    info: RunnerInfo,
 }
 
 impl std::fmt::Debug for SqliteRunner {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SqliteRunner").field("cfg", &self.cfg).finish()
+        f.debug_struct("SqliteRunner").field("cfg", &self.info.partitions).finish()
     }
 }
 
@@ -153,21 +147,16 @@ pub fn open(path: impl AsRef<Path>, options: SqliteOptions) -> Result<SqliteBack
     let path_text = path.as_ref().display().to_string();
     options.partitions.validate().map_err(|e| OpenError::Config(e.to_string()))?;
     let store = SqliteStore::open(path.as_ref(), &path_text, options.partitions, options.durability)?;
-    let (tx, rx) = mpsc::channel::<Job>();
-    std::thread::Builder::new()
-        .name("ff-sqlite".into())
-        .spawn(move || {
-            let mut store = store;
-            while let Ok(job) = rx.recv() {
-                job(&mut store);
-            }
-        })
-        .map_err(|e| OpenError::Thread(e.to_string()))?;
-    Ok(Engine::new(SqliteRunner { jobs: tx, clock: options.clock, cfg: options.partitions }))
-}
-
-fn gone() -> EngineError {
-    EngineError::transport("sqlite", BackendErrorKind::Transport, "connection thread stopped".into())
+    let thread = StoreThread::start("ff-sqlite", "sqlite", move || Ok(store))
+        .map_err(|e| e.into_open_error(OpenError::Thread))?;
+    let info = RunnerInfo::new(
+        BackendTag::Sqlite,
+        "sqlite",
+        env!("CARGO_PKG_VERSION"),
+        options.clock,
+        options.partitions,
+    );
+    Ok(Engine::new(SqliteRunner { thread, info }))
 }
 
 impl SqliteRunner {
@@ -176,12 +165,7 @@ impl SqliteRunner {
         &self,
         f: impl FnOnce(&mut SqliteStore) -> T + Send + 'static,
     ) -> Result<T, EngineError> {
-        let (tx, rx) = mpsc::channel();
-        let job: Job = Box::new(move |s| {
-            let _ = tx.send(f(s));
-        });
-        self.jobs.send(job).map_err(|_| gone())?;
-        rx.recv().map_err(|_| gone())
+        self.thread.call_blocking(f)
     }
 
     /// A deterministic dump of every table.
@@ -203,21 +187,8 @@ impl SqliteRunner {
 
 #[async_trait]
 impl StoreRunner for SqliteRunner {
-    fn tag(&self) -> BackendTag {
-        BackendTag::Sqlite
-    }
-
-    fn clock(&self) -> &Arc<dyn Clock> {
-        &self.clock
-    }
-
-    fn partition_config(&self) -> PartitionConfig {
-        self.cfg
-    }
-
-    fn capabilities(&self) -> Capabilities {
-        let version = Version::parse_lenient(env!("CARGO_PKG_VERSION"));
-        Capabilities::complete("sqlite", version, self.clock.as_sim().is_some())
+    fn info(&self) -> &RunnerInfo {
+        &self.info
     }
 
     async fn run<R, F>(&self, f: F) -> Result<R, EngineError>
@@ -225,11 +196,6 @@ impl StoreRunner for SqliteRunner {
         R: Send + 'static,
         F: FnOnce(&mut dyn Store) -> Result<R, EngineError> + Send + 'static,
     {
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        let job: Job = Box::new(move |s| {
-            let _ = tx.send(s.transaction(f));
-        });
-        self.jobs.send(job).map_err(|_| gone())?;
-        rx.await.map_err(|_| gone())?
+        self.thread.call(move |s| s.transaction(f)).await?
     }
 }

@@ -17,15 +17,9 @@ use ff_engine::records::{
     AttemptRecord, BlobKind, ExecCore, GrantRecord, IndexKey, LeaseRecord, RecordKind, StoredEntry,
     StreamMeta, SummaryRecord, WorkerRecord,
 };
-
-/// Stream id parts are u64; SQLite integers are i64 (order-preserving offset).
-fn u64_sql(v: u64) -> i64 {
-    (v ^ (1 << 63)) as i64
-}
-
-fn sql_u64(v: i64) -> u64 {
-    (v as u64) ^ (1 << 63)
-}
+use ff_engine::store_support::{
+    entry_id_from_sql, entry_id_to_sql, entry_range_to_sql, int_to_sql, rolled_back, uint_from_sql,
+};
 use ff_engine::{Store, StoreResult};
 use rusqlite::{Connection, OptionalExtension, params};
 use serde::Serialize;
@@ -42,39 +36,6 @@ pub struct SqliteStore {
     cfg: PartitionConfig,
     /// Set when any statement failed inside the running transaction: it rolls back.
     faulted: Cell<bool>,
-}
-
-fn index_name(key: &IndexKey) -> String {
-    match key {
-        IndexKey::Lane { partition, lane, kind } => format!("lane|{partition}|{kind:?}|{lane}"),
-        IndexKey::LeaseExpiry(p) => format!("lease_expiry|{p}"),
-        IndexKey::WorkerLeases(p, inst) => format!("worker_leases|{p}|{inst}"),
-        IndexKey::SuspensionTimeout(p) => format!("suspension_timeout|{p}"),
-        IndexKey::AttemptTimeout(p) => format!("attempt_timeout|{p}"),
-        IndexKey::ExecutionDeadline(p) => format!("execution_deadline|{p}"),
-        IndexKey::AllExecutions(p) => format!("all_executions|{p}"),
-        IndexKey::AttemptsOf(id) => format!("attempts|{id}"),
-        IndexKey::Lanes => "lanes".to_owned(),
-        IndexKey::WaitpointsOf(id) => format!("waitpoints|{id}"),
-        IndexKey::WaitpointSignals(wp) => format!("waitpoint_signals|{wp}"),
-        IndexKey::SignalsOf(id) => format!("signals|{id}"),
-        IndexKey::PendingWaitpointExpiry(p) => format!("pending_waitpoint_expiry|{p}"),
-        IndexKey::QuotaWindow(q) => format!("quota_window|{q}"),
-        IndexKey::BudgetResets => "budget_resets".to_owned(),
-        IndexKey::Flows => "flows".to_owned(),
-        IndexKey::BudgetPolicies => "budget_policies".to_owned(),
-        IndexKey::QuotaPolicies => "quota_policies".to_owned(),
-        IndexKey::CancelBacklog(p) => format!("cancel_backlog|{p}"),
-        IndexKey::PendingCancelGroups(p) => format!("pending_cancel_groups|{p}"),
-    }
-}
-
-fn blob_kind(kind: BlobKind) -> i64 {
-    match kind {
-        BlobKind::Payload => 0,
-        BlobKind::Result => 1,
-        BlobKind::Policy => 2,
-    }
 }
 
 impl SqliteStore {
@@ -171,12 +132,7 @@ impl SqliteStore {
         let r = f(self);
         if self.faulted.get() {
             let _ = self.conn.execute_batch("ROLLBACK");
-            return match r {
-                Err(e) => Err(e),
-                Ok(_) => {
-                    Err(EngineError::transport("sqlite", BackendErrorKind::Other, "statement failed".into()))
-                }
-            };
+            return rolled_back("sqlite", r);
         }
         if let Err(e) = self.conn.execute_batch("COMMIT") {
             let _ = self.conn.execute_batch("ROLLBACK");
@@ -276,14 +232,14 @@ impl Store for SqliteStore {
     fn get_blob(&self, id: &ExecutionId, kind: BlobKind) -> StoreResult<Option<Vec<u8>>> {
         let mut stmt = self
             .sql(self.conn.prepare_cached("SELECT bytes FROM blobs WHERE execution_id = ?1 AND kind = ?2"))?;
-        self.sql(stmt.query_row(params![id.as_str(), blob_kind(kind)], |r| r.get(0)).optional())
+        self.sql(stmt.query_row(params![id.as_str(), kind.code()], |r| r.get(0)).optional())
     }
 
     fn put_blob(&mut self, id: &ExecutionId, kind: BlobKind, bytes: &[u8]) -> StoreResult<()> {
         self.exec(
             "INSERT INTO blobs (execution_id, kind, bytes) VALUES (?1, ?2, ?3)
              ON CONFLICT (execution_id, kind) DO UPDATE SET bytes = excluded.bytes",
-            params![id.as_str(), blob_kind(kind), bytes],
+            params![id.as_str(), kind.code(), bytes],
         )
         .map(|_| ())
     }
@@ -413,9 +369,10 @@ impl Store for SqliteStore {
         entry: &StoredEntry,
     ) -> StoreResult<()> {
         let json = self.encode(&entry.fields)?;
+        let (ms, seq) = entry_id_to_sql(entry.id);
         self.exec(
             "INSERT INTO stream_entries (execution_id, attempt_index, ms, seq, fields) VALUES (?1, ?2, ?3, ?4, ?5)",
-            params![id.as_str(), index, u64_sql(entry.id.ms), u64_sql(entry.id.seq), json],
+            params![id.as_str(), index, ms, seq, json],
         )
         .map(|_| ())
     }
@@ -428,33 +385,24 @@ impl Store for SqliteStore {
         to: EntryId,
         limit: usize,
     ) -> StoreResult<Vec<StoredEntry>> {
-        if from > to {
+        let Some([from_ms, from_seq, to_ms, to_seq]) = entry_range_to_sql(from, to) else {
             return Ok(Vec::new());
-        }
+        };
         let mut stmt = self.sql(self.conn.prepare_cached(
             "SELECT ms, seq, fields FROM stream_entries WHERE execution_id = ?1 AND attempt_index = ?2
              AND (ms, seq) >= (?3, ?4) AND (ms, seq) <= (?5, ?6) ORDER BY ms, seq LIMIT ?7",
         ))?;
-        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let limit = int_to_sql(limit);
         let rows: Vec<(i64, i64, String)> = self.sql(
-            stmt.query_map(
-                params![
-                    id.as_str(),
-                    index,
-                    u64_sql(from.ms),
-                    u64_sql(from.seq),
-                    u64_sql(to.ms),
-                    u64_sql(to.seq),
-                    limit
-                ],
-                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
-            )
+            stmt.query_map(params![id.as_str(), index, from_ms, from_seq, to_ms, to_seq, limit], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+            })
             .and_then(|rows| rows.collect()),
         )?;
         rows.into_iter()
             .map(|(ms, seq, fields)| {
                 Ok(StoredEntry {
-                    id: EntryId { ms: sql_u64(ms), seq: sql_u64(seq) },
+                    id: entry_id_from_sql(ms, seq),
                     fields: self.decode("stream entry", &fields)?,
                 })
             })
@@ -466,7 +414,7 @@ impl Store for SqliteStore {
             "DELETE FROM stream_entries WHERE execution_id = ?1 AND attempt_index = ?2 AND (ms, seq) NOT IN (
                  SELECT ms, seq FROM stream_entries WHERE execution_id = ?1 AND attempt_index = ?2
                  ORDER BY ms DESC, seq DESC LIMIT ?3)",
-            params![id.as_str(), index, i64::try_from(keep).unwrap_or(i64::MAX)],
+            params![id.as_str(), index, int_to_sql(keep)],
         )
         .map(|_| ())
     }
@@ -503,8 +451,8 @@ impl Store for SqliteStore {
 
     fn index_count(&self, key: &IndexKey) -> StoreResult<u64> {
         let mut stmt = self.sql(self.conn.prepare_cached("SELECT count(*) FROM idx WHERE name = ?1"))?;
-        let n: i64 = self.sql(stmt.query_row(params![index_name(key)], |r| r.get(0)))?;
-        Ok(u64::try_from(n).unwrap_or(0))
+        let n: i64 = self.sql(stmt.query_row(params![key.storage_name()], |r| r.get(0)))?;
+        Ok(uint_from_sql(n))
     }
 
     fn get_idem(&self, ns: &Namespace, key: &str) -> StoreResult<Option<(ExecutionId, TimestampMs)>> {
@@ -541,20 +489,20 @@ impl Store for SqliteStore {
         self.exec(
             "INSERT INTO idx (name, member, score) VALUES (?1, ?2, ?3)
              ON CONFLICT (name, member) DO UPDATE SET score = excluded.score",
-            params![index_name(key), member, score],
+            params![key.storage_name(), member, score],
         )
         .map(|_| ())
     }
 
     fn index_remove(&mut self, key: &IndexKey, member: &str) -> StoreResult<bool> {
-        self.exec("DELETE FROM idx WHERE name = ?1 AND member = ?2", params![index_name(key), member])
+        self.exec("DELETE FROM idx WHERE name = ?1 AND member = ?2", params![key.storage_name(), member])
             .map(|n| n > 0)
     }
 
     fn index_score(&self, key: &IndexKey, member: &str) -> StoreResult<Option<i64>> {
         let mut stmt =
             self.sql(self.conn.prepare_cached("SELECT score FROM idx WHERE name = ?1 AND member = ?2"))?;
-        self.sql(stmt.query_row(params![index_name(key), member], |r| r.get(0)).optional())
+        self.sql(stmt.query_row(params![key.storage_name(), member], |r| r.get(0)).optional())
     }
 
     fn index_range(
@@ -564,8 +512,8 @@ impl Store for SqliteStore {
         max_score: i64,
         limit: usize,
     ) -> StoreResult<Vec<(i64, String)>> {
-        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-        let name = index_name(key);
+        let limit = int_to_sql(limit);
+        let name = key.storage_name();
         let mut out = Vec::new();
         let mut push = |rows: rusqlite::Result<Vec<(i64, String)>>| -> StoreResult<()> {
             out = self.sql(rows)?;
@@ -635,7 +583,7 @@ impl Store for SqliteStore {
         rows.into_iter()
             .map(|(seq, event, ts, fields)| {
                 Ok(LeaseHistoryEntry {
-                    seq: u64::try_from(seq).unwrap_or(0),
+                    seq: uint_from_sql(seq),
                     event,
                     ts,
                     fields: self.decode("lease event", &fields)?,
@@ -663,8 +611,8 @@ impl Store for SqliteStore {
             "SELECT event_id, execution_id, flow_id, outcome, produced_at FROM completions
              WHERE event_id > ?1 ORDER BY event_id LIMIT ?2",
         ))?;
-        let after = i64::try_from(after).unwrap_or(i64::MAX);
-        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let after = int_to_sql(after);
+        let limit = int_to_sql(limit);
         let rows: Vec<(i64, String, String, String, i64)> = self.sql(
             stmt.query_map(params![after, limit], |r| {
                 Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
@@ -674,7 +622,7 @@ impl Store for SqliteStore {
         rows.into_iter()
             .map(|(event_id, id, flow_id, outcome, produced_at_ms)| {
                 Ok(CompletionEvent {
-                    event_id: u64::try_from(event_id).unwrap_or(0),
+                    event_id: uint_from_sql(event_id),
                     execution_id: ExecutionId::parse(&id).map_err(|e| self.fail(e))?,
                     flow_id,
                     outcome,
@@ -720,7 +668,7 @@ impl Store for SqliteStore {
             "SELECT instance_id FROM workers WHERE namespace = ?1 AND instance_id > ?2 ORDER BY instance_id LIMIT ?3",
         ))?;
         let after = after.map(|a| a.as_str().to_owned());
-        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let limit = int_to_sql(limit);
         // With no cursor, every id (including "") sorts at or after "": use a value below it.
         let rows: Vec<String> = match after {
             Some(a) => self.sql(

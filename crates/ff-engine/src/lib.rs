@@ -18,9 +18,11 @@ pub mod records;
 pub mod scanners;
 pub mod scheduling;
 pub mod store;
+pub mod store_support;
 pub mod streams;
 pub mod suspension;
 pub mod worker;
 
 pub use engine::Engine;
-pub use store::{Store, StoreResult, StoreRunner};
+pub use store::{RunnerInfo, Store, StoreResult, StoreRunner};
+pub use store_support::StoreThread;

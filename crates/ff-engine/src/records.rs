@@ -318,6 +318,17 @@ pub enum BlobKind {
     Policy,
 }
 
+impl BlobKind {
+    /// Stable code: the `blobs.kind` column of the table-backed stores.
+    pub fn code(self) -> i64 {
+        match self {
+            Self::Payload => 0,
+            Self::Result => 1,
+            Self::Policy => 2,
+        }
+    }
+}
+
 /// The lane indexes of spec 01 §3.5.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub enum LaneIndex {
@@ -472,5 +483,31 @@ impl IndexKey {
     /// A lane index of an execution's partition.
     pub fn lane(id: &ExecutionId, lane: &LaneId, kind: LaneIndex) -> Self {
         Self::Lane { partition: id.partition_index(), lane: lane.clone(), kind }
+    }
+
+    /// Stable name: the `idx.name` column of the table-backed stores.
+    pub fn storage_name(&self) -> String {
+        match self {
+            Self::Lane { partition, lane, kind } => format!("lane|{partition}|{kind:?}|{lane}"),
+            Self::LeaseExpiry(p) => format!("lease_expiry|{p}"),
+            Self::WorkerLeases(p, inst) => format!("worker_leases|{p}|{inst}"),
+            Self::SuspensionTimeout(p) => format!("suspension_timeout|{p}"),
+            Self::AttemptTimeout(p) => format!("attempt_timeout|{p}"),
+            Self::ExecutionDeadline(p) => format!("execution_deadline|{p}"),
+            Self::AllExecutions(p) => format!("all_executions|{p}"),
+            Self::AttemptsOf(id) => format!("attempts|{id}"),
+            Self::Lanes => "lanes".to_owned(),
+            Self::WaitpointsOf(id) => format!("waitpoints|{id}"),
+            Self::WaitpointSignals(wp) => format!("waitpoint_signals|{wp}"),
+            Self::SignalsOf(id) => format!("signals|{id}"),
+            Self::PendingWaitpointExpiry(p) => format!("pending_waitpoint_expiry|{p}"),
+            Self::QuotaWindow(q) => format!("quota_window|{q}"),
+            Self::BudgetResets => "budget_resets".to_owned(),
+            Self::Flows => "flows".to_owned(),
+            Self::BudgetPolicies => "budget_policies".to_owned(),
+            Self::QuotaPolicies => "quota_policies".to_owned(),
+            Self::CancelBacklog(p) => format!("cancel_backlog|{p}"),
+            Self::PendingCancelGroups(p) => format!("pending_cancel_groups|{p}"),
+        }
     }
 }

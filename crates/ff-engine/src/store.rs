@@ -6,9 +6,10 @@
 //! atomic (a lock, a transaction).
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use async_trait::async_trait;
-use ff_core::capabilities::Capabilities;
+use ff_core::capabilities::{Capabilities, Version};
 use ff_core::contracts::{CompletionEvent, LeaseHistoryEntry};
 use ff_core::{
     AttemptIndex, BackendTag, Clock, EngineError, ExecutionId, Namespace, PartitionConfig, TimestampMs,
@@ -172,17 +173,56 @@ pub trait Store {
     ) -> StoreResult<Vec<WorkerInstanceId>>;
 }
 
+/// What a runner reports about itself: tag, family and version, clock, partition counts.
+#[derive(Debug, Clone)]
+pub struct RunnerInfo {
+    /// The backend tag minted into handles.
+    pub tag: BackendTag,
+    /// The family named in the capability report (`memory`, `sqlite`, …).
+    pub family: &'static str,
+    /// The backend crate's version.
+    pub version: Version,
+    /// The injected clock.
+    pub clock: Arc<dyn Clock>,
+    /// The partition counts of the store.
+    pub partitions: PartitionConfig,
+}
+
+impl RunnerInfo {
+    /// Info for a backend whose crate version is `version_text` (its `CARGO_PKG_VERSION`).
+    pub fn new(
+        tag: BackendTag,
+        family: &'static str,
+        version_text: &str,
+        clock: Arc<dyn Clock>,
+        partitions: PartitionConfig,
+    ) -> Self {
+        Self { tag, family, version: Version::parse_lenient(version_text), clock, partitions }
+    }
+}
+
 /// Runs one contract atomically against a store; implemented by each backend.
 #[async_trait]
 pub trait StoreRunner: Send + Sync + 'static {
+    /// The runner's tag, family, version, clock and partition counts.
+    fn info(&self) -> &RunnerInfo;
     /// The backend tag minted into handles.
-    fn tag(&self) -> BackendTag;
+    fn tag(&self) -> BackendTag {
+        self.info().tag
+    }
     /// The injected clock.
-    fn clock(&self) -> &std::sync::Arc<dyn Clock>;
-    /// The capability report.
-    fn capabilities(&self) -> Capabilities;
+    fn clock(&self) -> &Arc<dyn Clock> {
+        &self.info().clock
+    }
+    /// The capability report: every contract family, simulated time when the clock is simulated.
+    fn capabilities(&self) -> Capabilities {
+        let info = self.info();
+        Capabilities::complete(info.family, info.version, info.clock.as_sim().is_some())
+    }
     /// The partition counts of the store.
-    fn partition_config(&self) -> PartitionConfig;
+    fn partition_config(&self) -> PartitionConfig {
+        self.info().partitions
+    }
     /// Runs `f` as one atomic step. Writes made before an `Err` are kept
     /// (transitions only write before an error where the spec says so).
     async fn run<R, F>(&self, f: F) -> Result<R, EngineError>
