@@ -378,23 +378,16 @@ async fn suspended(b: &Backend, n: u64) -> DeliverSignalArgs {
         panic!("execution {n} did not suspend");
     };
     DeliverSignalArgs {
-        execution_id: id(n),
-        waitpoint_id,
-        signal_id: SignalId::from_uuid(Uuid::from_u64_pair(5, n)),
-        signal_name: "go".into(),
         signal_category: "bench".into(),
         source_type: "bench".into(),
         source_identity: "bench".into(),
-        payload: None,
-        payload_encoding: None,
-        correlation_id: None,
-        idempotency_key: None,
-        created_at: None,
-        dedup_ttl_ms: None,
-        resume_delay_ms: None,
-        max_signals_per_execution: None,
-        signal_maxlen: None,
-        waitpoint_token: details.primary.waitpoint_token,
+        ..DeliverSignalArgs::new(
+            id(n),
+            waitpoint_id,
+            SignalId::from_uuid(Uuid::from_u64_pair(5, n)),
+            "go",
+            details.primary.waitpoint_token,
+        )
     }
 }
 

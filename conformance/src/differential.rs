@@ -375,23 +375,15 @@ impl Model {
     async fn signal(&mut self, slot: usize, go: bool) -> Result<String, EngineError> {
         let Some((wp, token)) = self.tokens.get(&slot).cloned() else { return Ok("no waitpoint".into()) };
         let args = DeliverSignalArgs {
-            execution_id: self.ids[slot].clone(),
-            waitpoint_id: wp,
-            signal_id: SignalId::from_uuid(self.uuid()),
-            signal_name: if go { "go".into() } else { "noise".into() },
-            signal_category: String::new(),
             source_type: "t".into(),
             source_identity: "s".into(),
-            payload: None,
-            payload_encoding: None,
-            correlation_id: None,
-            idempotency_key: None,
-            created_at: None,
-            dedup_ttl_ms: None,
-            resume_delay_ms: None,
-            max_signals_per_execution: None,
-            signal_maxlen: None,
-            waitpoint_token: token,
+            ..DeliverSignalArgs::new(
+                self.ids[slot].clone(),
+                wp,
+                SignalId::from_uuid(self.uuid()),
+                if go { "go" } else { "noise" },
+                token,
+            )
         };
         self.b.deliver_signal(args).await.map(|o| format!("{o:?}"))
     }

@@ -80,23 +80,11 @@ fn token_of(o: &SuspendOutcome) -> String {
 
 fn signal(h: &Harness, name: &str, w: u64, n: u64, signal_name: &str, token: &str) -> DeliverSignalArgs {
     DeliverSignalArgs {
-        execution_id: h.id(name),
-        waitpoint_id: wp(w),
-        signal_id: sid(n),
-        signal_name: signal_name.into(),
         signal_category: "test".into(),
         source_type: "tester".into(),
         source_identity: format!("src-{n}"),
         payload: Some(format!("payload {n}").into_bytes()),
-        payload_encoding: None,
-        correlation_id: None,
-        idempotency_key: None,
-        created_at: None,
-        dedup_ttl_ms: None,
-        resume_delay_ms: None,
-        max_signals_per_execution: None,
-        signal_maxlen: None,
-        waitpoint_token: token.into(),
+        ..DeliverSignalArgs::new(h.id(name), wp(w), sid(n), signal_name, token)
     }
 }
 

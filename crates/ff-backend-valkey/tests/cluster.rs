@@ -183,23 +183,14 @@ async fn suspend_and_signal(b: &dyn EngineBackend, c: &ClaimedExecution, n: u64)
     let SuspendOutcome::Suspended { details, .. } = out else { panic!("{out:?}") };
     assert_eq!(state(b, e).await, Some(PublicState::Suspended));
     let signal = DeliverSignalArgs {
-        execution_id: e.clone(),
-        waitpoint_id: wp,
-        signal_id: ff_core::SignalId::from_uuid(Uuid::from_u64_pair(0x7a, n)),
-        signal_name: "done".into(),
-        signal_category: String::new(),
-        source_type: String::new(),
-        source_identity: String::new(),
         payload: Some(b"ok".to_vec()),
-        payload_encoding: None,
-        correlation_id: None,
-        idempotency_key: None,
-        created_at: None,
-        dedup_ttl_ms: None,
-        resume_delay_ms: None,
-        max_signals_per_execution: None,
-        signal_maxlen: None,
-        waitpoint_token: details.primary.waitpoint_token,
+        ..DeliverSignalArgs::new(
+            e.clone(),
+            wp,
+            ff_core::SignalId::from_uuid(Uuid::from_u64_pair(0x7a, n)),
+            "done",
+            details.primary.waitpoint_token,
+        )
     };
     let r = b.deliver_signal(signal).await.unwrap();
     assert!(

@@ -245,23 +245,14 @@ async fn server_time_drives_suspend_and_signal() {
     let (page, _) = b.list_suspended(e.partition_index(), None, 10).await.unwrap();
     assert!(page.iter().any(|s| s.execution_id == e), "{page:?}");
     let signal = DeliverSignalArgs {
-        execution_id: e.clone(),
-        waitpoint_id: wp,
-        signal_id: ff_core::SignalId::from_uuid(Uuid::from_u64_pair(0x7a, 1)),
-        signal_name: "done".into(),
-        signal_category: String::new(),
-        source_type: String::new(),
-        source_identity: String::new(),
         payload: Some(vec![0, 255, b'\n']),
-        payload_encoding: None,
-        correlation_id: None,
-        idempotency_key: None,
-        created_at: None,
-        dedup_ttl_ms: None,
-        resume_delay_ms: None,
-        max_signals_per_execution: None,
-        signal_maxlen: None,
-        waitpoint_token: details.primary.waitpoint_token,
+        ..DeliverSignalArgs::new(
+            e.clone(),
+            wp,
+            ff_core::SignalId::from_uuid(Uuid::from_u64_pair(0x7a, 1)),
+            "done",
+            details.primary.waitpoint_token,
+        )
     };
     let r = b.deliver_signal(signal).await.unwrap();
     assert!(
@@ -328,23 +319,14 @@ async fn retention_purges_every_key_of_an_old_terminal_execution() {
     let wp = ff_core::WaitpointId::from_uuid(Uuid::from_u64_pair(0x7b, 1));
     let pending = b.create_waitpoint(&c.handle, wp, "cb", 60_000).await.unwrap();
     let signal = DeliverSignalArgs {
-        execution_id: e.clone(),
-        waitpoint_id: wp,
-        signal_id: ff_core::SignalId::from_uuid(Uuid::from_u64_pair(0x7c, 1)),
-        signal_name: "done".into(),
-        signal_category: String::new(),
-        source_type: String::new(),
-        source_identity: String::new(),
         payload: Some(b"p".to_vec()),
-        payload_encoding: None,
-        correlation_id: None,
-        idempotency_key: None,
-        created_at: None,
-        dedup_ttl_ms: None,
-        resume_delay_ms: None,
-        max_signals_per_execution: None,
-        signal_maxlen: None,
-        waitpoint_token: pending.hmac_token,
+        ..DeliverSignalArgs::new(
+            e.clone(),
+            wp,
+            ff_core::SignalId::from_uuid(Uuid::from_u64_pair(0x7c, 1)),
+            "done",
+            pending.hmac_token,
+        )
     };
     b.deliver_signal(signal).await.unwrap();
     b.complete(&c.handle, Some(b"r".to_vec())).await.unwrap();

@@ -743,23 +743,19 @@ pub trait EngineBackend: Send + Sync + 'static {
             )));
         }
         let deliver = DeliverSignalArgs {
-            execution_id: args.execution_id,
-            waitpoint_id: args.waitpoint_id,
-            signal_id: args.signal_id,
-            signal_name: args.signal_name.clone(),
             signal_category: "approval".into(),
             source_type: "operator".into(),
-            source_identity: String::new(),
-            payload: None,
-            payload_encoding: None,
-            correlation_id: None,
             idempotency_key: Some(format!("approval:{}:{}", args.signal_name, args.idempotency_suffix)),
-            created_at: None,
             dedup_ttl_ms: args.signal_dedup_ttl_ms,
-            resume_delay_ms: None,
             max_signals_per_execution: args.max_signals_per_execution,
             signal_maxlen: args.maxlen,
-            waitpoint_token: token,
+            ..DeliverSignalArgs::new(
+                args.execution_id,
+                args.waitpoint_id,
+                args.signal_id,
+                args.signal_name.clone(),
+                token,
+            )
         };
         self.deliver_signal(deliver).await
     }

@@ -592,6 +592,35 @@ pub struct DeliverSignalArgs {
 }
 
 impl DeliverSignalArgs {
+    /// A signal with only the required fields; every optional one takes its default.
+    pub fn new(
+        execution_id: ExecutionId,
+        waitpoint_id: WaitpointId,
+        signal_id: SignalId,
+        signal_name: impl Into<String>,
+        waitpoint_token: impl Into<String>,
+    ) -> Self {
+        Self {
+            execution_id,
+            waitpoint_id,
+            signal_id,
+            signal_name: signal_name.into(),
+            signal_category: String::new(),
+            source_type: String::new(),
+            source_identity: String::new(),
+            payload: None,
+            payload_encoding: None,
+            correlation_id: None,
+            idempotency_key: None,
+            created_at: None,
+            dedup_ttl_ms: None,
+            resume_delay_ms: None,
+            max_signals_per_execution: None,
+            signal_maxlen: None,
+            waitpoint_token: waitpoint_token.into(),
+        }
+    }
+
     /// Checks sizes and names.
     pub fn validate(&self) -> Result<(), EngineError> {
         use crate::contracts::{NAME_BYTES_MAX, PAYLOAD_BYTES_MAX, TEXT_BYTES_MAX};

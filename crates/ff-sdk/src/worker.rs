@@ -361,23 +361,20 @@ impl FlowFabricWorker {
         signal: Signal,
     ) -> Result<SignalOutcome, SdkError> {
         let args = DeliverSignalArgs {
-            execution_id: execution_id.clone(),
-            waitpoint_id,
-            signal_id: SignalId(uuid::Uuid::new_v4()),
-            signal_name: signal.signal_name,
             signal_category: signal.signal_category,
             source_type: signal.source_type,
             source_identity: signal.source_identity,
             payload: signal.payload,
             payload_encoding: Some("json".into()),
-            correlation_id: None,
             idempotency_key: signal.idempotency_key,
             created_at: Some(self.backend.server_time_ms().await?),
-            dedup_ttl_ms: None,
-            resume_delay_ms: None,
-            max_signals_per_execution: None,
-            signal_maxlen: None,
-            waitpoint_token: signal.waitpoint_token,
+            ..DeliverSignalArgs::new(
+                execution_id.clone(),
+                waitpoint_id,
+                SignalId(uuid::Uuid::new_v4()),
+                signal.signal_name,
+                signal.waitpoint_token,
+            )
         };
         Ok(match self.backend.deliver_signal(args).await? {
             DeliverSignalOutcome::Accepted { signal_id, effect }

@@ -136,23 +136,9 @@ async fn suspend_and_signal(
     ack(format!("suspended {id}"));
     let signal_id = SignalId::from_uuid(Uuid::from_u64_pair(run ^ 0x33, n));
     let signal = DeliverSignalArgs {
-        execution_id: id.clone(),
-        waitpoint_id: wp,
-        signal_id,
-        signal_name: "go".into(),
-        signal_category: String::new(),
         source_type: "load".into(),
         source_identity: "ff-sqlite-load".into(),
-        payload: None,
-        payload_encoding: None,
-        correlation_id: None,
-        idempotency_key: None,
-        created_at: None,
-        dedup_ttl_ms: None,
-        resume_delay_ms: None,
-        max_signals_per_execution: None,
-        signal_maxlen: None,
-        waitpoint_token: details.primary.waitpoint_token,
+        ..DeliverSignalArgs::new(id.clone(), wp, signal_id, "go", details.primary.waitpoint_token)
     };
     b.deliver_signal(signal).await?;
     ack(format!("signalled {id}"));

@@ -189,23 +189,11 @@ impl World {
         token: &str,
     ) -> Result<DeliverSignalOutcome, SdkError> {
         let args = DeliverSignalArgs {
-            execution_id: id.clone(),
-            waitpoint_id,
-            signal_id: SignalId(self.uuid()),
-            signal_name: name.into(),
             signal_category: "test".into(),
             source_type: "e2e".into(),
             source_identity: "tester".into(),
             payload: Some(b"{}".to_vec()),
-            payload_encoding: None,
-            correlation_id: None,
-            idempotency_key: None,
-            created_at: None,
-            dedup_ttl_ms: None,
-            resume_delay_ms: None,
-            max_signals_per_execution: None,
-            signal_maxlen: None,
-            waitpoint_token: token.into(),
+            ..DeliverSignalArgs::new(id.clone(), waitpoint_id, SignalId(self.uuid()), name, token)
         };
         self.admin.deliver_signal(&args).await
     }
