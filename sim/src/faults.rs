@@ -41,7 +41,7 @@ impl FaultRates {
 }
 
 /// What the layer injected.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
 pub struct FaultStats {
     /// Calls failed before the store saw them.
     pub failed_before: u64,

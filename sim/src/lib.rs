@@ -5,10 +5,14 @@
 //! replays the same run and the same trace hash.
 
 pub mod faults;
+pub mod history;
+pub mod sweep;
+pub mod timeline;
 pub mod turmoil_net;
 pub mod turmoil_sim;
 
-pub use turmoil_sim::{NetFaultRates, TurmoilConfig, TurmoilSummary, run_turmoil};
+pub use history::{History, LeaseEnd, LeaseRecord};
+pub use turmoil_sim::{NetFaultRates, QueueAnomalies, TurmoilConfig, TurmoilSummary, run_turmoil};
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -69,7 +73,7 @@ impl Default for SimConfig {
 }
 
 /// What a run did and whether its invariants held.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, serde::Serialize)]
 pub struct Summary {
     /// Seed.
     pub seed: u64,

@@ -1,17 +1,24 @@
 //! `ff-sim`: pushes executions through simulated workers under a simulated
 //! clock, with crashes that let leases expire and reclaims that recover them,
-//! optionally through a seeded fault layer, then prints a summary. Runs are
-//! reproducible by seed.
+//! optionally through a seeded fault layer, then prints a summary. `turmoil`
+//! runs ff-server and SDK workers over simulated TCP; `sweep` runs it over a
+//! seed range and prints the replay of every failing seed; `replay` re-runs
+//! one seed and draws its lease timeline. Runs are reproducible by seed.
 
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use ff_core::SimClock;
 use ff_sim::faults::FaultRates;
+use ff_sim::sweep::{FaultPlan, TurmoilWorkload, parse_seeds, sweep};
+use ff_sim::timeline::timeline_svg;
 use ff_sim::{
-    DeepCheck, NetFaultRates, SimConfig, Summary, TurmoilConfig, partitions_of, run, run_on, run_turmoil,
+    DeepCheck, SimConfig, Summary, TurmoilConfig, TurmoilSummary, partitions_of, run, run_on, run_turmoil,
 };
+use indicatif::{ProgressBar, ProgressStyle};
+use serde::Serialize;
 
 #[derive(Parser)]
 #[command(name = "ff-sim", about = "Deterministic simulation of FlowFabric workers and leases")]
@@ -48,6 +55,42 @@ struct Workload {
     fail_pct: u8,
 }
 
+/// The seed-independent flags of a turmoil run.
+#[derive(clap::Args, Debug, Clone)]
+struct NetWorkload {
+    /// Worker hosts.
+    #[arg(long, default_value_t = 4)]
+    workers: usize,
+    /// Executions to push through.
+    #[arg(long, default_value_t = 40)]
+    executions: usize,
+    /// Fault plan: none, swarm (the seed draws the rates) or partitions.
+    #[arg(long, value_enum, default_value_t = FaultPlan::Swarm)]
+    faults: FaultPlan,
+    /// Length of the safety phase, in simulated ms.
+    #[arg(long, default_value_t = 30_000)]
+    safety_ms: u64,
+    /// Longest task, in simulated ms.
+    #[arg(long, default_value_t = TurmoilConfig::default().task_ms_max)]
+    task_ms_max: u64,
+    /// Deliberately break fencing on the server (completes skip the lease check).
+    #[arg(long)]
+    unfenced: bool,
+}
+
+impl NetWorkload {
+    fn workload(&self) -> TurmoilWorkload {
+        TurmoilWorkload {
+            workers: self.workers,
+            executions: self.executions,
+            faults: self.faults,
+            safety_ms: self.safety_ms,
+            task_ms_max: self.task_ms_max,
+            unfenced: self.unfenced,
+        }
+    }
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// Runs one seeded simulation on the memory backend and prints its summary.
@@ -57,6 +100,9 @@ enum Command {
         /// Fault injection between workers and the backend.
         #[arg(long, value_enum, default_value_t = Faults::None)]
         faults: Faults,
+        /// Also writes the summary as JSON to this file.
+        #[arg(long)]
+        json: Option<PathBuf>,
     },
     /// Runs the workload through the seeded fault layer against a chosen backend
     /// (`memory`, `sqlite:PATH` or `valkey://HOST:PORT`): lost acks after commit, failures before
@@ -67,6 +113,9 @@ enum Command {
         /// `memory`, `sqlite:PATH` (a fresh file is created) or `valkey://HOST:PORT` (a fresh key prefix).
         #[arg(long, default_value = "memory")]
         backend: String,
+        /// Also writes the summary as JSON to this file.
+        #[arg(long)]
+        json: Option<PathBuf>,
     },
     /// Runs ff-server and N SDK workers as turmoil hosts over simulated TCP: a safety phase
     /// under a seeded fault plan, then a healed liveness phase; prints the summary.
@@ -74,115 +123,129 @@ enum Command {
         /// Seed for every random choice (turmoil's included).
         #[arg(long, default_value_t = 1)]
         seed: u64,
-        /// Worker hosts.
-        #[arg(long, default_value_t = 4)]
-        workers: usize,
-        /// Executions to push through.
-        #[arg(long, default_value_t = 40)]
-        executions: usize,
-        /// Fault plan: none, swarm (the seed draws the rates) or partitions.
-        #[arg(long, value_enum, default_value_t = NetFaults::Swarm)]
-        faults: NetFaults,
-        /// Length of the safety phase, in simulated ms.
-        #[arg(long, default_value_t = 30_000)]
-        safety_ms: u64,
-        /// Deliberately break fencing on the server (completes skip the lease check).
+        #[command(flatten)]
+        workload: NetWorkload,
+        /// Also writes the summary as JSON to this file.
         #[arg(long)]
-        unfenced: bool,
-        /// Runs this many consecutive seeds from `--seed` (a sweep) and lists the failures.
-        #[arg(long, default_value_t = 1)]
-        runs: u64,
+        json: Option<PathBuf>,
+    },
+    /// Runs the turmoil simulation under every seed of a range (`A..B`, `A..=B`), with a progress
+    /// bar; lists the failing seeds with the command that replays each; exits non-zero on any.
+    Sweep {
+        /// Seed range: `A..B` (B excluded) or `A..=B`.
+        #[arg(long)]
+        seeds: String,
+        #[command(flatten)]
+        workload: NetWorkload,
+        /// Also writes every seed's summary as JSON to this file.
+        #[arg(long)]
+        json: Option<PathBuf>,
+    },
+    /// Re-runs one turmoil seed, prints its summary and draws its lease timeline as SVG.
+    Replay {
+        /// The seed to replay.
+        #[arg(long)]
+        seed: u64,
+        #[command(flatten)]
+        workload: NetWorkload,
+        /// Writes the lease timeline (one row per execution, one bar per lease) to this SVG file.
+        #[arg(long)]
+        timeline: Option<PathBuf>,
+        /// Also writes the summary and the lease history as JSON to this file.
+        #[arg(long)]
+        json: Option<PathBuf>,
     },
 }
 
-/// The arguments of `ff-sim turmoil`.
-struct TurmoilArgs {
-    seed: u64,
-    workers: usize,
-    executions: usize,
-    faults: NetFaults,
-    safety_ms: u64,
-    unfenced: bool,
-    runs: u64,
+/// Writes `value` as pretty JSON to `path`.
+fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<(), String> {
+    let text = serde_json::to_string_pretty(value).map_err(|e| e.to_string())?;
+    std::fs::write(path, text).map_err(|e| format!("{}: {e}", path.display()))
 }
 
-/// The fault plan of a turmoil run.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-enum NetFaults {
-    /// No faults.
-    None,
-    /// The seed draws the rates (swarm testing).
-    Swarm,
-    /// Frequent partitions and holds of worker links.
-    Partitions,
-}
-
-fn turmoil_cmd(args: TurmoilArgs) -> ExitCode {
-    let runs = args.runs.max(1);
-    let mut failed = Vec::new();
-    for seed in args.seed..args.seed.saturating_add(runs) {
-        let replay = args.replay(seed);
-        match run_turmoil(args.config(seed)) {
-            Ok(summary) if runs == 1 => {
-                println!("{summary}");
-                if !summary.passed() {
-                    failed.push(replay);
-                }
-            }
-            Ok(summary) => {
-                let verdict = if summary.passed() { "ok" } else { "FAILED" };
-                println!(
-                    "seed {seed:>6} {verdict:<6} trace {:016x} fenced {:>3} reclaims {:>3}",
-                    summary.trace_hash, summary.fenced_late_ops, summary.reclaims
-                );
-                if !summary.passed() {
-                    eprintln!("{summary}");
-                    failed.push(replay);
-                }
-            }
-            Err(e) => {
-                eprintln!("ff-sim: seed {seed}: {e}");
-                failed.push(replay);
-            }
-        }
-    }
-    if failed.is_empty() {
-        return ExitCode::SUCCESS;
-    }
-    eprintln!("ff-sim: {} of {runs} runs FAILED; replay with:", failed.len());
-    for replay in failed {
-        eprintln!("  {replay}");
-    }
+/// Prints an error and turns it into a failing exit code.
+fn fail(what: &str) -> ExitCode {
+    eprintln!("ff-sim: {what}");
     ExitCode::FAILURE
 }
 
-impl TurmoilArgs {
-    fn config(&self, seed: u64) -> TurmoilConfig {
-        let base = TurmoilConfig::default();
-        let rates = match self.faults {
-            NetFaults::None => None,
-            NetFaults::Swarm => Some(NetFaultRates::swarm(seed, base.lease_ttl_ms)),
-            NetFaults::Partitions => Some(NetFaultRates::partitions(base.lease_ttl_ms)),
-        };
-        TurmoilConfig {
-            seed,
-            workers: self.workers,
-            executions: self.executions,
-            safety_ms: self.safety_ms,
-            faults: rates,
-            unfenced: self.unfenced,
-            ..base
-        }
+fn turmoil_cmd(seed: u64, workload: &TurmoilWorkload, json: Option<&Path>) -> ExitCode {
+    let replay = format!("ff-sim turmoil --seed {seed} {}", workload.flags());
+    let summary = match run_turmoil(workload.config(seed)) {
+        Ok(summary) => summary,
+        Err(e) => return fail(&format!("{e} — replay with: {replay}")),
+    };
+    println!("{summary}");
+    if let Some(Err(e)) = json.map(|path| write_json(path, &summary)) {
+        return fail(&e);
     }
+    if summary.passed() {
+        return ExitCode::SUCCESS;
+    }
+    fail(&format!("FAILED — replay with: {replay}\n  timeline: {}", workload.replay_command(seed)))
+}
 
-    fn replay(&self, seed: u64) -> String {
-        let faults = format!("{:?}", self.faults).to_lowercase();
-        let unfenced = if self.unfenced { " --unfenced" } else { "" };
-        format!(
-            "ff-sim turmoil --seed {seed} --workers {} --executions {} --faults {faults} --safety-ms {}{unfenced}",
-            self.workers, self.executions, self.safety_ms
-        )
+fn sweep_cmd(seeds: &str, workload: &TurmoilWorkload, json: Option<&Path>) -> ExitCode {
+    let seeds = match parse_seeds(seeds) {
+        Ok(seeds) => seeds,
+        Err(e) => return fail(&e),
+    };
+    let total = seeds.end() - seeds.start() + 1;
+    let bar = ProgressBar::new(total);
+    if let Ok(style) = ProgressStyle::with_template(
+        "{bar:40} {pos}/{len} seeds, {msg} failed, {elapsed_precise} elapsed, eta {eta}",
+    ) {
+        bar.set_style(style);
     }
+    bar.set_message("0");
+    let mut failed = 0;
+    let report = sweep(workload, seeds, &mut |run| {
+        if !run.passed {
+            failed += 1;
+            bar.set_message(failed.to_string());
+            bar.println(format!("seed {} FAILED — replay with: {}", run.seed, run.replay));
+        }
+        bar.inc(1);
+    });
+    bar.finish_and_clear();
+    println!("{report}");
+    if let Some(Err(e)) = json.map(|path| write_json(path, &report)) {
+        return fail(&e);
+    }
+    if report.passed() { ExitCode::SUCCESS } else { ExitCode::FAILURE }
+}
+
+/// The JSON of a replay: the summary with the history it drew.
+#[derive(Serialize)]
+struct ReplayJson<'a> {
+    summary: &'a TurmoilSummary,
+    history: &'a ff_sim::History,
+}
+
+fn replay_cmd(
+    seed: u64,
+    workload: &TurmoilWorkload,
+    timeline: Option<&Path>,
+    json: Option<&Path>,
+) -> ExitCode {
+    let summary = match run_turmoil(workload.config(seed)) {
+        Ok(summary) => summary,
+        Err(e) => return fail(&format!("seed {seed}: {e}")),
+    };
+    println!("{summary}");
+    if let Some(path) = timeline {
+        let title = format!("ff-sim replay --seed {seed} {}", workload.flags());
+        if let Err(e) = std::fs::write(path, timeline_svg(&summary.history, &title)) {
+            return fail(&format!("{}: {e}", path.display()));
+        }
+        println!("timeline        {} ({} leases)", path.display(), summary.history.leases.len());
+    }
+    if let Some(Err(e)) =
+        json.map(|path| write_json(path, &ReplayJson { summary: &summary, history: &summary.history }))
+    {
+        return fail(&e);
+    }
+    if summary.passed() { ExitCode::SUCCESS } else { ExitCode::FAILURE }
 }
 
 fn config(w: &Workload, faults: Option<FaultRates>) -> SimConfig {
@@ -245,49 +308,53 @@ async fn chaos_valkey(cfg: SimConfig, addr: &str) -> Result<Summary, String> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    if let Command::Turmoil { seed, workers, executions, faults, safety_ms, unfenced, runs } = cli.command {
-        // Turmoil runs its own runtimes; it must not run inside another one.
-        return turmoil_cmd(TurmoilArgs { seed, workers, executions, faults, safety_ms, unfenced, runs });
+    // Turmoil runs its own runtimes; its commands must not run inside another one.
+    match &cli.command {
+        Command::Turmoil { seed, workload, json } => {
+            return turmoil_cmd(*seed, &workload.workload(), json.as_deref());
+        }
+        Command::Sweep { seeds, workload, json } => {
+            return sweep_cmd(seeds, &workload.workload(), json.as_deref());
+        }
+        Command::Replay { seed, workload, timeline, json } => {
+            return replay_cmd(*seed, &workload.workload(), timeline.as_deref(), json.as_deref());
+        }
+        Command::Run { .. } | Command::Chaos { .. } => {}
     }
     let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("ff-sim: cannot start runtime: {e}");
-            return ExitCode::FAILURE;
-        }
+        Err(e) => return fail(&format!("cannot start runtime: {e}")),
     };
-    let (result, workload, replay) = match cli.command {
-        Command::Run { workload, faults } => {
+    let (result, workload, replay, json) = match cli.command {
+        Command::Run { workload, faults, json } => {
             let rates = (faults == Faults::Swarm).then(|| FaultRates::swarm(workload.seed));
             let flag = if faults == Faults::Swarm { " --faults swarm" } else { "" };
             let out = rt.block_on(run(config(&workload, rates))).map_err(|e| e.to_string());
-            (out, workload, format!("ff-sim run{flag}"))
+            (out, workload, format!("ff-sim run{flag}"), json)
         }
-        Command::Chaos { workload, backend } => {
+        Command::Chaos { workload, backend, json } => {
             let cfg = config(&workload, Some(FaultRates::swarm(workload.seed)));
             let out = rt.block_on(chaos(cfg, &backend));
-            (out, workload, format!("ff-sim chaos --backend {backend}"))
+            (out, workload, format!("ff-sim chaos --backend {backend}"), json)
         }
-        Command::Turmoil { .. } => return ExitCode::FAILURE,
+        Command::Turmoil { .. } | Command::Sweep { .. } | Command::Replay { .. } => return ExitCode::FAILURE,
     };
     let w = &workload;
     let replay = format!(
         "{replay} --seed {} --workers {} --executions {} --crash-pct {} --fail-pct {}",
         w.seed, w.workers, w.executions, w.crash_pct, w.fail_pct
     );
-    match result {
-        Ok(summary) => {
-            println!("{summary}");
-            if summary.violations.is_empty() && summary.unfinished == 0 {
-                ExitCode::SUCCESS
-            } else {
-                eprintln!("ff-sim: FAILED — replay with: {replay}");
-                ExitCode::FAILURE
-            }
-        }
-        Err(e) => {
-            eprintln!("ff-sim: {e} — replay with: {replay}");
-            ExitCode::FAILURE
-        }
+    let summary = match result {
+        Ok(summary) => summary,
+        Err(e) => return fail(&format!("{e} — replay with: {replay}")),
+    };
+    println!("{summary}");
+    if let Some(Err(e)) = json.map(|path| write_json(&path, &summary)) {
+        return fail(&e);
+    }
+    if summary.violations.is_empty() && summary.unfinished == 0 {
+        ExitCode::SUCCESS
+    } else {
+        fail(&format!("FAILED — replay with: {replay}"))
     }
 }

@@ -16,16 +16,21 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use ff_core::contracts::{
-    ClaimExecutionArgs, ClaimedExecution, CompleteExecutionArgs, FailOutcome, FailureClass, FailureReason,
-    ListExpiredLeasesArgs, ReclaimExecutionArgs, ReclaimExecutionOutcome,
+    ClaimExecutionArgs, ClaimResumedExecutionArgs, ClaimedExecution, CompleteExecutionArgs, FailOutcome,
+    FailureClass, FailureReason, LeaseRenewal, ListExpiredLeasesArgs, ReclaimExecutionArgs,
+    ReclaimExecutionOutcome,
 };
-use ff_core::{CancelSource, EngineBackend, EngineError, ExecutionId, Handle, LeaseEpoch};
+use ff_core::handle::HandlePayload;
+use ff_core::suspension::{BoundWaitpoint, SuspendArgs, SuspendOutcome};
+use ff_core::{CancelSource, EngineBackend, EngineError, ExecutionId, Handle, WorkerId};
 use ff_sdk::{BoxedIo, ConnectFuture, Connector, FlowFabricAdminClient};
 use hyper::Method;
 use hyper_util::rt::TokioIo;
 use hyper_util::service::TowerToHyperService;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
+
+use crate::history::{LeaseGrant, Release};
 
 /// The server host's name in the simulated DNS.
 pub const SERVER_HOST: &str = "server";
@@ -69,10 +74,16 @@ pub async fn serve_router(router: Router) -> std::io::Result<()> {
 
 /// What the data plane reports to the simulation as it commits.
 pub(crate) trait PlaneObserver: Send + Sync + 'static {
-    /// A claim or reclaim committed with this lease epoch.
-    fn leased(&self, execution_id: &ExecutionId, epoch: LeaseEpoch, reclaim: bool);
-    /// A complete or fail was refused with this typed error.
-    fn refused(&self, op: &'static str, error: &EngineError);
+    /// A claim, reclaim or resumed claim committed for this worker.
+    fn leased(&self, claim: &ClaimedExecution, worker: &WorkerId, grant: LeaseGrant);
+    /// A suspend committed: the lease is released and the execution waits on `waitpoint`.
+    fn suspended(&self, lease: &HandlePayload, waitpoint: &BoundWaitpoint);
+    /// A renewal committed.
+    fn renewed(&self, lease: &HandlePayload, renewal: &LeaseRenewal);
+    /// A complete or fail committed under the lease.
+    fn released(&self, lease: &HandlePayload, how: Release);
+    /// A renew, complete or fail under the lease (when its handle decoded) was refused.
+    fn refused(&self, op: &'static str, lease: Option<&HandlePayload>, error: &EngineError);
 }
 
 #[derive(Clone)]
@@ -81,6 +92,13 @@ struct Plane {
     observer: Arc<dyn PlaneObserver>,
     partitions: u16,
     unfenced: bool,
+}
+
+/// `POST /sim/v1/suspend` body.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) struct SuspendBody {
+    pub handle: Handle,
+    pub args: SuspendArgs,
 }
 
 /// The typed rejection body of a data-plane call (409).
@@ -107,6 +125,8 @@ pub(crate) fn data_plane(
     Router::new()
         .route("/sim/v1/claim", post(claim))
         .route("/sim/v1/reclaim", post(reclaim))
+        .route("/sim/v1/claim-resumed", post(claim_resumed))
+        .route("/sim/v1/suspend", post(suspend))
         .route("/sim/v1/renew", post(renew))
         .route("/sim/v1/complete", post(complete))
         .route("/sim/v1/fail", post(fail))
@@ -128,31 +148,77 @@ fn reply<T: Serialize>(result: Result<T, EngineError>) -> Response {
 }
 
 async fn claim(State(p): State<Plane>, Json(args): Json<ClaimExecutionArgs>) -> Response {
+    let worker = args.worker_id.clone();
     let result = p.backend.claim_execution(args).await;
     if let Ok(c) = &result {
-        p.observer.leased(&c.execution_id, c.lease_epoch, false);
+        p.observer.leased(c, &worker, LeaseGrant::Claim);
     }
     reply(result)
 }
 
 async fn reclaim(State(p): State<Plane>, Json(args): Json<ReclaimExecutionArgs>) -> Response {
+    let worker = args.worker_id.clone();
     let result = p.backend.reclaim_execution(args).await;
     if let Ok(ReclaimExecutionOutcome::Claimed(c)) = &result {
-        p.observer.leased(&c.execution_id, c.lease_epoch, true);
+        p.observer.leased(c, &worker, LeaseGrant::Reclaim);
     }
     reply(result)
 }
 
+async fn claim_resumed(State(p): State<Plane>, Json(args): Json<ClaimResumedExecutionArgs>) -> Response {
+    let worker = args.worker_id.clone();
+    let result = p.backend.claim_resumed_execution(args).await;
+    if let Ok(c) = &result {
+        p.observer.leased(c, &worker, LeaseGrant::Resume);
+    }
+    reply(result)
+}
+
+async fn suspend(State(p): State<Plane>, Json(body): Json<SuspendBody>) -> Response {
+    let lease = p.lease_of(&body.handle);
+    let result = p.backend.suspend(&body.handle, body.args).await;
+    match (&result, &lease) {
+        (Ok(SuspendOutcome::Suspended { details, .. }), Some(lease)) => {
+            p.observer.suspended(lease, &details.primary);
+        }
+        (Ok(_), _) => {}
+        (Err(e), lease) => p.observer.refused("suspend", lease.as_ref(), e),
+    }
+    reply(result)
+}
+
+impl Plane {
+    fn lease_of(&self, handle: &Handle) -> Option<HandlePayload> {
+        handle.decode_for(self.backend.backend_tag()).ok()
+    }
+
+    /// Tells the observer how a lease-holder's complete or fail ended.
+    fn observe<T>(&self, how: Release, lease: Option<&HandlePayload>, result: &Result<T, EngineError>) {
+        let op = if how == Release::Fail { "fail" } else { "complete" };
+        match (result, lease) {
+            (Ok(_), Some(lease)) => self.observer.released(lease, how),
+            (Ok(_), None) => {}
+            (Err(e), lease) => self.observer.refused(op, lease, e),
+        }
+    }
+}
+
 async fn renew(State(p): State<Plane>, Json(handle): Json<Handle>) -> Response {
-    reply(p.backend.renew(&handle).await)
+    let lease = p.lease_of(&handle);
+    let result = p.backend.renew(&handle).await;
+    match (&result, &lease) {
+        (Ok(renewal), Some(lease)) => p.observer.renewed(lease, renewal),
+        (Ok(_), None) => {}
+        (Err(e), lease) => p.observer.refused("renew", lease.as_ref(), e),
+    }
+    reply(result)
 }
 
 async fn complete(State(p): State<Plane>, Json(body): Json<CompleteBody>) -> Response {
+    let lease = p.lease_of(&body.handle);
     if !p.unfenced {
         let result = p.backend.complete(&body.handle, body.payload).await;
-        if let Err(e) = &result {
-            p.observer.refused("complete", e);
-        }
+        p.observe(Release::Complete, lease.as_ref(), &result);
         return reply(result);
     }
     let result = async {
@@ -166,15 +232,15 @@ async fn complete(State(p): State<Plane>, Json(body): Json<CompleteBody>) -> Res
         p.backend.complete_execution(args).await.map(|_| ())
     }
     .await;
+    p.observe(Release::Complete, lease.as_ref(), &result);
     reply(result)
 }
 
 async fn fail(State(p): State<Plane>, Json(handle): Json<Handle>) -> Response {
+    let lease = p.lease_of(&handle);
     let reason = FailureReason::new("simulated failure");
     let result = p.backend.fail(&handle, reason, FailureClass::Transient).await;
-    if let Err(e) = &result {
-        p.observer.refused("fail", e);
-    }
+    p.observe(Release::Fail, lease.as_ref(), &result);
     reply(result)
 }
 
@@ -256,6 +322,19 @@ impl PlaneClient {
     /// Fails under the handle's lease.
     pub async fn fail(&self, handle: &Handle) -> Result<FailOutcome, PlaneError> {
         self.post("/sim/v1/fail", handle).await
+    }
+
+    /// Claims a resumed execution (the same attempt under a new lease).
+    pub async fn claim_resumed(
+        &self,
+        args: &ClaimResumedExecutionArgs,
+    ) -> Result<ClaimedExecution, PlaneError> {
+        self.post("/sim/v1/claim-resumed", args).await
+    }
+
+    /// Suspends under the handle's lease.
+    pub async fn suspend(&self, handle: &Handle, args: SuspendArgs) -> Result<SuspendOutcome, PlaneError> {
+        self.post("/sim/v1/suspend", &SuspendBody { handle: handle.clone(), args }).await
     }
 
     /// Executions whose lease expired.

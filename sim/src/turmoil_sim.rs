@@ -15,20 +15,27 @@ use std::time::Duration;
 
 use ff_backend_memory::new_sim_backend;
 use ff_core::contracts::{
-    ClaimExecutionArgs, ClaimedExecution, CreateExecutionArgs, FailOutcome, ReclaimExecutionArgs,
-    ReclaimExecutionOutcome,
+    ClaimExecutionArgs, ClaimResumedExecutionArgs, ClaimedExecution, CreateExecutionArgs, ExecutionSnapshot,
+    FailOutcome, LeaseRenewal, ReclaimExecutionArgs, ReclaimExecutionOutcome,
 };
-use ff_core::error::StateKind;
+use ff_core::error::{ContentionKind, StateKind};
+use ff_core::handle::HandlePayload;
+use ff_core::suspension::{
+    BoundWaitpoint, DeliverSignalArgs, DeliverSignalOutcome, ResumeCondition, SignalMatcher, SuspendArgs,
+    SuspendOutcome, SuspensionReasonCode, WaitpointBinding,
+};
 use ff_core::{
-    AttemptId, EngineBackend, EngineError, ExecutionId, LaneId, LeaseEpoch, LeaseId, PartitionConfig,
-    PublicState, SimClock, WorkerId, WorkerInstanceId,
+    AttemptId, Clock, EngineBackend, EngineError, ExecutionId, LaneId, LeaseEpoch, LeaseId, PartitionConfig,
+    PublicState, SignalId, SimClock, SuspensionId, TimestampMs, WaitpointId, WorkerId, WorkerInstanceId,
 };
 use ff_sdk::FlowFabricAdminClient;
 use ff_sdk::wire::{ClaimForWorkerRequest, IssueReclaimGrantRequest};
 use ff_server::ServerConfig;
 use parking_lot::Mutex;
+use serde::Serialize;
 
 use crate::Rng;
+use crate::history::{FaultKind, History, LeaseGrant, Release, SignalRecord};
 use crate::turmoil_net::{
     PlaneClient, PlaneError, PlaneObserver, SERVER_HOST, SERVER_PORT, TurmoilConnector, data_plane,
     serve_router,
@@ -53,6 +60,8 @@ const SCAN_BATCH: usize = 64;
 const TCP_BACKLOG_PER_WORKER: usize = 64;
 /// Reclaims after which an execution fails terminally.
 const RECLAIM_MAX: u32 = 50;
+/// Retries after a failure the workload's policy allows.
+const RETRIES_MAX: u32 = 2;
 
 /// Parameters of one turmoil run.
 #[derive(Debug, Clone)]
@@ -71,6 +80,8 @@ pub struct TurmoilConfig {
     pub task_ms_max: u64,
     /// Percent of tasks that fail (and are retried per policy).
     pub fail_pct: u8,
+    /// Percent of executions that suspend once on a waitpoint (the driver signals it).
+    pub suspend_pct: u8,
     /// Flow partitions of the backend.
     pub partitions: u16,
     /// Length of the safety phase (faults on), in simulated ms.
@@ -93,6 +104,7 @@ impl Default for TurmoilConfig {
             tick_ms: 20,
             task_ms_max: 2_000,
             fail_pct: 10,
+            suspend_pct: 15,
             partitions: 4,
             safety_ms: 30_000,
             liveness_ms_max: 120_000,
@@ -123,6 +135,9 @@ pub struct NetFaultRates {
     pub clock_jump_ms_max: u64,
     /// Server clock drift during the safety phase, in parts per million (may be negative).
     pub drift_ppm: i64,
+    /// A signal is delivered a second time with the same idempotency key (the duplicate must be
+    /// deduplicated or harmless).
+    pub dup_signal_pct: u8,
 }
 
 impl NetFaultRates {
@@ -140,6 +155,7 @@ impl NetFaultRates {
             latency_ms_max: 1 + rng.below(200),
             clock_jump_ms_max: 1 + rng.below(2 * lease_ttl_ms),
             drift_ppm: i64::try_from(rng.below(100_001)).unwrap_or(0) - 50_000,
+            dup_signal_pct: pick(&mut rng, 60),
         }
     }
 
@@ -151,13 +167,14 @@ impl NetFaultRates {
             hold_pct: 6,
             outage_ms_max: 3 * lease_ttl_ms,
             latency_ms_max: 20,
+            dup_signal_pct: 30,
             ..Self::default()
         }
     }
 }
 
 /// What a turmoil run did and whether its invariants held.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, Serialize)]
 pub struct TurmoilSummary {
     /// Seed.
     pub seed: u64,
@@ -195,14 +212,51 @@ pub struct TurmoilSummary {
     pub clock_jumps: u64,
     /// Tasks that stalled past their lease.
     pub slow_tasks: u64,
+    /// Suspensions committed.
+    pub suspensions: u64,
+    /// Claims of resumed executions committed (counted apart from `claims`).
+    pub resumed_claims: u64,
+    /// Signals delivered, duplicates included.
+    pub signals: u64,
+    /// Duplicate deliveries (same idempotency key) injected.
+    pub duplicate_signals: u64,
+    /// Duplicates the server answered `Duplicate` (deduplicated by the idempotency key).
+    pub duplicates_deduplicated: u64,
     /// Simulated length of the safety phase, in ms.
     pub safety_ms: u64,
     /// Simulated length of the liveness phase, in ms.
     pub liveness_ms: u64,
-    /// FNV-1a hash of the event trace.
+    /// FNV-1a hash of the event trace (hex in JSON, as printed).
+    #[serde(serialize_with = "hex_u64")]
     pub trace_hash: u64,
+    /// Jepsen-style queue anomalies (all must be zero).
+    pub anomalies: QueueAnomalies,
     /// Invariant violations found.
     pub violations: Vec<String>,
+    /// Leases, faults and refused stale operations, in server-clock ms (not in the JSON summary).
+    #[serde(skip)]
+    pub history: History,
+}
+
+/// Queue anomalies in Jepsen's vocabulary, with creation as the enqueue and a committed terminal
+/// outcome as the dequeue.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct QueueAnomalies {
+    /// Created, but neither completed nor failed at the end.
+    pub lost: usize,
+    /// Completed more than once (two committed completes, or acknowledged under two leases).
+    pub duplicated: usize,
+    /// A completion committed or acknowledged for an execution never created.
+    pub unexpected: usize,
+    /// A complete the worker was definitely refused (no indeterminate try) that took effect anyway.
+    pub recovered: usize,
+}
+
+impl QueueAnomalies {
+    /// Whether every count is zero.
+    pub fn none(&self) -> bool {
+        *self == Self::default()
+    }
 }
 
 impl TurmoilSummary {
@@ -227,6 +281,15 @@ impl fmt::Display for TurmoilSummary {
             self.fenced_late_ops, self.fenced_after_reclaim, self.server_fenced
         )?;
         writeln!(f, "lost leases     {}", self.lost_leases)?;
+        writeln!(
+            f,
+            "suspensions     {} ({} resumed claims; {} signals, {} duplicates, {} deduplicated)",
+            self.suspensions,
+            self.resumed_claims,
+            self.signals,
+            self.duplicate_signals,
+            self.duplicates_deduplicated
+        )?;
         writeln!(f, "unknown outcome {}", self.unknown_outcomes)?;
         writeln!(
             f,
@@ -239,6 +302,19 @@ impl fmt::Display for TurmoilSummary {
             ms_s(self.safety_ms),
             ms_s(self.liveness_ms)
         )?;
+        writeln!(
+            f,
+            "history         {} leases, {} faults, {} stale ops refused",
+            self.history.leases.len(),
+            self.history.faults.len(),
+            self.history.stale_ops.len()
+        )?;
+        let a = &self.anomalies;
+        writeln!(
+            f,
+            "anomalies       lost {} duplicated {} unexpected {} recovered {}",
+            a.lost, a.duplicated, a.unexpected, a.recovered
+        )?;
         writeln!(f, "trace hash      {:016x}", self.trace_hash)?;
         if self.violations.is_empty() {
             write!(f, "invariants      held")
@@ -246,6 +322,10 @@ impl fmt::Display for TurmoilSummary {
             write!(f, "invariants      VIOLATED: {}", self.violations.join("; "))
         }
     }
+}
+
+fn hex_u64<S: serde::Serializer>(value: &u64, serializer: S) -> Result<S::Ok, S::Error> {
+    serializer.serialize_str(&format!("{value:016x}"))
 }
 
 fn ms_s(ms: u64) -> f64 {
@@ -265,16 +345,29 @@ struct Ledger {
     faults_on: bool,
     /// Turmoil time at the last step, in ms: the timestamp of events the driver records.
     driver_ms: u64,
+    /// Leases whose complete a worker was definitely refused (no try of it went unanswered).
+    refused_completes: BTreeSet<(ExecutionId, LeaseEpoch)>,
+    /// Executions that suspended (each suspends at most once).
+    suspended: BTreeSet<ExecutionId>,
+    /// Waitpoints the driver has yet to signal, in suspension order.
+    to_signal: Vec<(ExecutionId, BoundWaitpoint)>,
+    history: History,
     summary: TurmoilSummary,
 }
 
 /// The shared record of a run.
 struct Shared {
     cfg: TurmoilConfig,
+    /// The server's clock: history timestamps are in its ms, the ones the lease fence uses.
+    clock: SimClock,
     ledger: Mutex<Ledger>,
 }
 
 impl Shared {
+    fn server_ms(&self) -> TimestampMs {
+        self.clock.now_ms()
+    }
+
     fn record(&self, event: &str) {
         let mut l = self.ledger.lock();
         let now = turmoil::sim_elapsed().map_or(u128::from(l.driver_ms), |d| d.as_millis());
@@ -299,25 +392,68 @@ impl Shared {
 }
 
 impl PlaneObserver for Shared {
-    fn leased(&self, execution_id: &ExecutionId, epoch: LeaseEpoch, reclaim: bool) {
+    fn leased(&self, claim: &ClaimedExecution, worker: &WorkerId, grant: LeaseGrant) {
+        let (execution_id, epoch) = (&claim.execution_id, claim.lease_epoch);
+        let now = self.server_ms();
         let stale = {
             let mut l = self.ledger.lock();
-            if reclaim {
-                l.summary.reclaims += 1;
-            } else {
-                l.summary.claims += 1;
+            l.history.granted(execution_id, worker.as_str(), epoch, grant, now, claim.lease_expires_at);
+            match grant {
+                LeaseGrant::Claim => l.summary.claims += 1,
+                LeaseGrant::Reclaim => l.summary.reclaims += 1,
+                LeaseGrant::Resume => l.summary.resumed_claims += 1,
             }
             let last = l.last_epoch.insert(execution_id.clone(), epoch);
             last.is_some_and(|last| epoch <= last)
         };
-        self.record(&format!("{} {execution_id} e{epoch}", if reclaim { "reclaimed" } else { "claimed" }));
+        let verb = match grant {
+            LeaseGrant::Claim => "claimed",
+            LeaseGrant::Reclaim => "reclaimed",
+            LeaseGrant::Resume => "resumed",
+        };
+        self.record(&format!("{verb} {execution_id} e{epoch}"));
         if stale {
             self.violation(format!("lease epoch of {execution_id} not monotonic at e{epoch}"));
         }
     }
 
-    fn refused(&self, op: &'static str, error: &EngineError) {
-        if is_fenced(error) {
+    fn suspended(&self, lease: &HandlePayload, waitpoint: &BoundWaitpoint) {
+        let now = self.server_ms();
+        {
+            let mut l = self.ledger.lock();
+            l.history.released(&lease.execution_id, lease.lease_epoch, now, Release::Suspend);
+            l.suspended.insert(lease.execution_id.clone());
+            l.to_signal.push((lease.execution_id.clone(), waitpoint.clone()));
+            l.summary.suspensions += 1;
+        }
+        self.record(&format!("suspended {} e{}", lease.execution_id, lease.lease_epoch));
+    }
+
+    fn renewed(&self, lease: &HandlePayload, renewal: &LeaseRenewal) {
+        let now = self.server_ms();
+        self.ledger.lock().history.renewed(
+            &lease.execution_id,
+            lease.lease_epoch,
+            now,
+            renewal.expires_at_ms,
+        );
+    }
+
+    fn released(&self, lease: &HandlePayload, how: Release) {
+        let now = self.server_ms();
+        self.ledger.lock().history.released(&lease.execution_id, lease.lease_epoch, now, how);
+    }
+
+    fn refused(&self, op: &'static str, lease: Option<&HandlePayload>, error: &EngineError) {
+        let fenced = is_fenced(error);
+        if let (true, Some(lease)) = (fenced, lease) {
+            let now = self.server_ms();
+            self.ledger.lock().history.refused(&lease.execution_id, lease.lease_epoch, op, now);
+        }
+        if op == "renew" {
+            return;
+        }
+        if fenced {
             self.count(|s| s.server_fenced += 1);
         }
         self.record(&format!("server refused {op} {:?}", error.code()));
@@ -349,11 +485,12 @@ pub fn run_turmoil(cfg: TurmoilConfig) -> Result<TurmoilSummary, String> {
         trace: 0xcbf2_9ce4_8422_2325,
         journal: vec![None; cfg.workers.max(1)],
         incarnations: vec![0; cfg.workers.max(1)],
+        history: History::starting_at(clock.now_ms()),
         faults_on: cfg.faults.is_some(),
         summary: TurmoilSummary { seed: cfg.seed, executions: cfg.executions, ..TurmoilSummary::default() },
         ..Ledger::default()
     };
-    let shared = Arc::new(Shared { cfg: cfg.clone(), ledger: Mutex::new(ledger) });
+    let shared = Arc::new(Shared { cfg: cfg.clone(), clock: clock.clone(), ledger: Mutex::new(ledger) });
     let router =
         api.merge(data_plane(backend.clone(), shared.clone(), partitions.num_flow_partitions, cfg.unfenced));
     let total_ms = cfg.safety_ms + cfg.liveness_ms_max + 10 * FAULT_TICK_MS;
@@ -376,8 +513,10 @@ pub fn run_turmoil(cfg: TurmoilConfig) -> Result<TurmoilSummary, String> {
     driver.drive(&mut sim, &rt, &backend, &ids)?;
     let deep = memory.runner().invariant_violations();
     rt.block_on(finish(&shared, &backend, &ids, deep)).map_err(|e| e.to_string())?;
-    let mut summary = shared.ledger.lock().summary.clone();
-    summary.trace_hash = shared.ledger.lock().trace;
+    let mut l = shared.ledger.lock();
+    let mut summary = l.summary.clone();
+    summary.trace_hash = l.trace;
+    summary.history = std::mem::take(&mut l.history);
     Ok(summary)
 }
 
@@ -388,13 +527,15 @@ async fn create_all(
     rng: &mut Rng,
 ) -> Result<Vec<ExecutionId>, EngineError> {
     let lane = LaneId::new(LANE);
-    let policy = r#"{"retry_policy":{"max_retries":2,"backoff":{"type":"fixed","delay_ms":500}}}"#;
+    let policy = format!(
+        r#"{{"retry_policy":{{"max_retries":{RETRIES_MAX},"backoff":{{"type":"fixed","delay_ms":500}}}}}}"#
+    );
     let mut ids = Vec::with_capacity(cfg.executions);
     for i in 0..cfg.executions {
         let p = u16::try_from(i).unwrap_or(0) % partitions.num_flow_partitions;
         let id = ExecutionId::from_parts(p, rng.uuid());
         let mut args = CreateExecutionArgs::new(id.clone(), "sim", lane.clone(), "task");
-        args.policy_json = policy.to_owned();
+        args.policy_json = policy.clone();
         args.priority = i32::try_from(rng.below(3)).unwrap_or(0);
         backend.create_execution(args).await?;
         ids.push(id);
@@ -443,7 +584,8 @@ async fn worker_host(shared: Arc<Shared>, w: usize) -> turmoil::Result {
     if let Some(claim) = journaled {
         // Recovered from the journal: finish the task late; fencing decides whether it counts.
         worker.shared.record(&format!("w{w} resumes {} e{}", claim.execution_id, claim.lease_epoch));
-        worker.finish(&claim, false).await;
+        // The crashed incarnation may have sent a complete already: the outcome is indeterminate.
+        worker.finish(&claim, false, true).await;
     }
     loop {
         match worker.acquire().await {
@@ -496,6 +638,32 @@ impl Worker {
                 self.unknown(&args.execution_id, "claim");
                 None
             }
+            Err(PlaneError::Rejected(e))
+                if matches!(e.root(), EngineError::Contention(ContentionKind::UseClaimResumedExecution)) =>
+            {
+                self.claim_resumed(args).await
+            }
+            Err(PlaneError::Rejected(_)) => None,
+        }
+    }
+
+    /// The grant was for a resumed execution: the suspended attempt continues under a new lease.
+    async fn claim_resumed(&mut self, args: ClaimExecutionArgs) -> Option<ClaimedExecution> {
+        let resumed = ClaimResumedExecutionArgs {
+            execution_id: args.execution_id,
+            worker_id: args.worker_id,
+            worker_instance_id: args.worker_instance_id,
+            lane_id: args.lane_id,
+            lease_id: args.lease_id,
+            lease_ttl_ms: args.lease_ttl_ms,
+            remaining_attempt_timeout_ms: None,
+        };
+        match self.plane.claim_resumed(&resumed).await {
+            Ok(claim) => Some(claim),
+            Err(PlaneError::Transport) => {
+                self.unknown(&resumed.execution_id, "claim-resumed");
+                None
+            }
             Err(PlaneError::Rejected(_)) => None,
         }
     }
@@ -544,16 +712,34 @@ impl Worker {
 
     /// Works on a claim: renews on a third of the TTL (unless the task stalls), then finishes.
     async fn run_task(&mut self, claim: ClaimedExecution) {
-        let cfg = &self.shared.cfg;
+        let shared = self.shared.clone();
+        let cfg = &shared.cfg;
         let ttl = cfg.lease_ttl_ms;
         self.shared.ledger.lock().journal[self.w] = Some(claim.clone());
         let slow_pct = if self.shared.faults_on() { cfg.faults.map_or(0, |f| f.slow_pct) } else { 0 };
         let fail = self.rng.chance(cfg.fail_pct);
+        // Drawn every time so the generator's sequence does not depend on the ledger.
+        let suspend = self.rng.chance(cfg.suspend_pct);
+        // Read apart from the `if`: the ledger lock must not be held across the suspend's await.
+        let suspended_before = self.shared.ledger.lock().suspended.contains(&claim.execution_id);
+        if suspend && !suspended_before && self.suspend(&claim).await {
+            self.shared.ledger.lock().journal[self.w] = None;
+            return;
+        }
         if self.rng.chance(slow_pct) {
             // A stall (GC pause, swapped-out process) that outlives the lease without renewing.
             self.shared.count(|s| s.slow_tasks += 1);
             self.shared.record(&format!("w{} stalls on {}", self.w, claim.execution_id));
-            tokio::time::sleep(Duration::from_millis(ttl + 1 + self.rng.below(ttl))).await;
+            let stall_ms = ttl + 1 + self.rng.below(ttl);
+            let start = self.shared.server_ms();
+            let end = start.saturating_add(i64::try_from(stall_ms).unwrap_or(i64::MAX));
+            self.shared.ledger.lock().history.fault_started(
+                FaultKind::Stall,
+                vec![worker_name(self.w)],
+                start,
+                Some(end),
+            );
+            tokio::time::sleep(Duration::from_millis(stall_ms)).await;
         } else {
             let mut left = 1 + self.rng.below(cfg.task_ms_max);
             while left > 0 {
@@ -566,7 +752,41 @@ impl Worker {
                 }
             }
         }
-        self.finish(&claim, fail).await;
+        self.finish(&claim, fail, false).await;
+    }
+
+    /// Suspends on a fresh waitpoint the driver will signal; true when the task is over (parked, or
+    /// the lease is lost), false to carry on (the outcome is unknown, or already satisfied).
+    async fn suspend(&mut self, claim: &ClaimedExecution) -> bool {
+        let waitpoint_key = format!("wpk:{}", claim.execution_id);
+        let binding = WaitpointBinding::Fresh {
+            waitpoint_id: WaitpointId::from_uuid(self.rng.uuid()),
+            waitpoint_key: waitpoint_key.clone(),
+        };
+        let condition = ResumeCondition::Single { waitpoint_key, matcher: SignalMatcher::Wildcard };
+        let suspension_id = SuspensionId::from_uuid(self.rng.uuid());
+        let args =
+            SuspendArgs::new(suspension_id, binding, condition, SuspensionReasonCode::WaitingForSignal);
+        match self.plane.suspend(&claim.handle, args).await {
+            Ok(SuspendOutcome::Suspended { .. }) => {
+                self.shared.record(&format!("w{} parked {}", self.w, claim.execution_id));
+                true
+            }
+            Ok(_) => false,
+            Err(PlaneError::Transport) => {
+                self.unknown(&claim.execution_id, "suspend");
+                false
+            }
+            Err(PlaneError::Rejected(e)) => {
+                self.shared.record(&format!(
+                    "w{} suspend refused {} {:?}",
+                    self.w,
+                    claim.execution_id,
+                    e.code()
+                ));
+                true
+            }
+        }
     }
 
     /// Renews; false when the lease is known lost (the task is abandoned).
@@ -581,10 +801,12 @@ impl Worker {
         }
     }
 
-    /// Completes or fails, re-sending while the outcome is unknown, and records what it learned.
-    async fn finish(&mut self, claim: &ClaimedExecution, fail: bool) {
+    /// Completes or fails, re-sending while the outcome is unknown, and records what it learned;
+    /// `resumed` says an earlier incarnation may already have sent it.
+    async fn finish(&mut self, claim: &ClaimedExecution, fail: bool, resumed: bool) {
         let id = &claim.execution_id;
         let mut answer = Err(PlaneError::Transport);
+        let mut indeterminate = resumed;
         for _ in 0..=RESEND_MAX {
             answer = if fail {
                 self.plane.fail(&claim.handle).await.map(Some)
@@ -594,9 +816,16 @@ impl Worker {
             if !matches!(answer, Err(PlaneError::Transport)) {
                 break;
             }
+            indeterminate = true;
             tokio::time::sleep(Duration::from_millis(200 + self.rng.below(300))).await;
         }
-        self.shared.ledger.lock().journal[self.w] = None;
+        {
+            let mut l = self.shared.ledger.lock();
+            l.journal[self.w] = None;
+            if !fail && !indeterminate && matches!(answer, Err(PlaneError::Rejected(_))) {
+                l.refused_completes.insert((id.clone(), claim.lease_epoch));
+            }
+        }
         match answer {
             Ok(None) => self.acked_complete(id, claim.lease_epoch),
             Ok(Some(FailOutcome::TerminalFailed)) => self.shared.record(&format!("failed {id}")),
@@ -674,8 +903,10 @@ struct Driver {
     safety_ms: u64,
     liveness_ms_max: u64,
     /// Pending heals by due time (simulated ms); a worker has at most one fault at a time.
-    heals: BTreeMap<u64, Vec<Heal>>,
+    heals: BTreeMap<u64, Vec<(Heal, usize)>>,
     faulted: BTreeSet<usize>,
+    /// Duplicate signal deliveries by due time (simulated ms).
+    duplicates: BTreeMap<u64, Vec<(ExecutionId, BoundWaitpoint)>>,
     elapsed_ms: u64,
 }
 
@@ -691,6 +922,7 @@ impl Driver {
             liveness_ms_max: cfg.liveness_ms_max,
             heals: BTreeMap::new(),
             faulted: BTreeSet::new(),
+            duplicates: BTreeMap::new(),
             elapsed_ms: 0,
         }
     }
@@ -723,6 +955,7 @@ impl Driver {
             }
             if now >= next_check {
                 next_check += TERMINAL_CHECK_MS;
+                rt.block_on(self.deliver_signals(backend, now, safety_end.is_none()));
                 let done = rt.block_on(all_terminal(backend, ids)).map_err(|e| e.to_string())?;
                 match safety_end {
                     None if done || now >= self.safety_ms => {
@@ -747,6 +980,80 @@ impl Driver {
         Ok(())
     }
 
+    /// Signals every newly suspended execution once and, under the fault plan, schedules a
+    /// duplicate delivery (same idempotency key) now or up to a few seconds later; delivers the
+    /// duplicates that are due. A duplicate that resumes the execution again is a violation.
+    async fn deliver_signals(&mut self, backend: &Arc<dyn EngineBackend>, now: u64, faults_on: bool) {
+        let fresh = std::mem::take(&mut self.shared.ledger.lock().to_signal);
+        let dup_pct = self.rates.map_or(0, |r| r.dup_signal_pct);
+        for (id, waitpoint) in fresh {
+            self.deliver(backend, &id, &waitpoint, false).await;
+            if faults_on && self.rng.chance(dup_pct) {
+                let due = now + self.rng.below(3 * TERMINAL_CHECK_MS);
+                self.duplicates.entry(due).or_default().push((id, waitpoint));
+            }
+        }
+        let later = self.duplicates.split_off(&(now + 1));
+        let due = std::mem::replace(&mut self.duplicates, later);
+        for (id, waitpoint) in due.into_values().flatten() {
+            self.deliver(backend, &id, &waitpoint, true).await;
+        }
+    }
+
+    async fn deliver(
+        &mut self,
+        backend: &Arc<dyn EngineBackend>,
+        id: &ExecutionId,
+        waitpoint: &BoundWaitpoint,
+        duplicate: bool,
+    ) {
+        let args = DeliverSignalArgs {
+            execution_id: id.clone(),
+            waitpoint_id: waitpoint.waitpoint_id,
+            signal_id: SignalId::from_uuid(self.rng.uuid()),
+            signal_name: "go".to_owned(),
+            signal_category: "sim".to_owned(),
+            source_type: "sim".to_owned(),
+            source_identity: "driver".to_owned(),
+            payload: None,
+            payload_encoding: None,
+            correlation_id: None,
+            idempotency_key: Some(format!("go:{}", waitpoint.waitpoint_id)),
+            created_at: None,
+            dedup_ttl_ms: None,
+            resume_delay_ms: None,
+            max_signals_per_execution: None,
+            signal_maxlen: None,
+            waitpoint_token: waitpoint.waitpoint_token.clone(),
+        };
+        let outcome = match backend.deliver_signal(args).await {
+            Ok(DeliverSignalOutcome::Accepted { effect, .. }) => effect,
+            Ok(DeliverSignalOutcome::Duplicate { .. }) => "duplicate".to_owned(),
+            Ok(other) => format!("{other:?}"),
+            Err(e) => e.root().code().unwrap_or("unclassified").to_owned(),
+        };
+        let at_ms = self.shared.server_ms();
+        self.shared.record(&format!("signal {id} duplicate={duplicate} {outcome}"));
+        let resumed = outcome == "resume_condition_satisfied";
+        {
+            let mut l = self.shared.ledger.lock();
+            l.summary.signals += 1;
+            l.summary.duplicate_signals += u64::from(duplicate);
+            l.summary.duplicates_deduplicated += u64::from(duplicate && outcome == "duplicate");
+            l.history.signals.push(SignalRecord {
+                execution_id: id.clone(),
+                duplicate,
+                outcome: outcome.clone(),
+                at_ms,
+            });
+        }
+        if duplicate && resumed {
+            self.shared.violation(format!("a duplicate signal resumed {id} a second time"));
+        } else if !duplicate && !resumed {
+            self.shared.violation(format!("the signal to suspended {id} did not resume it: {outcome}"));
+        }
+    }
+
     /// Advances the server clock by the turmoil time elapsed since the last step.
     fn sync_clock(&mut self, sim: &turmoil::Sim<'_>) {
         let now = u64::try_from(sim.elapsed().as_millis()).unwrap_or(u64::MAX);
@@ -759,7 +1066,10 @@ impl Driver {
         let Some(rates) = self.rates else { return };
         if self.rng.chance(rates.clock_jump_pct) {
             let jump = 1 + self.rng.below(rates.clock_jump_ms_max);
-            self.clock.jump(i64::try_from(jump).unwrap_or(0));
+            let before = self.shared.server_ms();
+            let after = self.clock.jump(i64::try_from(jump).unwrap_or(0));
+            let hosts = vec![SERVER_HOST.to_owned()];
+            self.shared.ledger.lock().history.fault_started(FaultKind::ClockJump, hosts, before, Some(after));
             self.shared.count(|s| s.clock_jumps += 1);
             self.shared.record(&format!("clock jumps {jump} ms"));
         }
@@ -785,20 +1095,33 @@ impl Driver {
                 continue;
             };
             self.shared.record(&format!("fault {heal:?} until {until}"));
+            let kind = match heal {
+                Heal::Bounce(_) => FaultKind::Crash,
+                Heal::Repair(_) => FaultKind::Partition,
+                Heal::Release(_) => FaultKind::Hold,
+            };
+            let hosts = match kind {
+                FaultKind::Crash => vec![name],
+                _ => vec![name, SERVER_HOST.to_owned()],
+            };
+            let start = self.shared.server_ms();
+            let index = self.shared.ledger.lock().history.fault_started(kind, hosts, start, None);
             self.faulted.insert(w);
-            self.heals.entry(until).or_default().push(heal);
+            self.heals.entry(until).or_default().push((heal, index));
         }
     }
 
     fn apply_due_heals(&mut self, sim: &mut turmoil::Sim<'_>, now: u64) {
         let later = self.heals.split_off(&(now + 1));
         let due = std::mem::replace(&mut self.heals, later);
-        for heal in due.into_values().flatten() {
-            self.apply(sim, heal);
+        for (heal, index) in due.into_values().flatten() {
+            self.apply(sim, heal, index);
         }
     }
 
-    fn apply(&mut self, sim: &mut turmoil::Sim<'_>, heal: Heal) {
+    fn apply(&mut self, sim: &mut turmoil::Sim<'_>, heal: Heal, fault_index: usize) {
+        let now = self.shared.server_ms();
+        self.shared.ledger.lock().history.fault_ended(fault_index, now);
         let w = match heal {
             Heal::Bounce(w) => {
                 sim.bounce(worker_name(w).as_str());
@@ -820,8 +1143,8 @@ impl Driver {
     /// Ends the safety phase: every pending heal now, no drift, low latency, no slow tasks.
     fn heal_all(&mut self, sim: &mut turmoil::Sim<'_>) {
         let due = std::mem::take(&mut self.heals);
-        for heal in due.into_values().flatten() {
-            self.apply(sim, heal);
+        for (heal, index) in due.into_values().flatten() {
+            self.apply(sim, heal, index);
         }
         self.clock.set_drift_ppm(0);
         if self.rates.is_some() {
@@ -843,7 +1166,9 @@ async fn all_terminal(backend: &Arc<dyn EngineBackend>, ids: &[ExecutionId]) -> 
     Ok(true)
 }
 
-/// The end-of-run checks: terminal states, acknowledged completions visible, store invariants.
+/// The end-of-run checks: terminal states, acknowledged completions visible, the lease history
+/// (single ownership, attempts within the retry policy, attempts matching the store's count),
+/// queue anomalies, and the store's own invariants.
 async fn finish(
     shared: &Shared,
     backend: &Arc<dyn EngineBackend>,
@@ -853,7 +1178,8 @@ async fn finish(
     let acked: Vec<ExecutionId> = shared.ledger.lock().acked.keys().cloned().collect();
     let mut states = BTreeMap::new();
     for id in ids {
-        let state = backend.read_execution_state(id).await?;
+        let snapshot = backend.describe_execution(id).await?;
+        let state = snapshot.as_ref().map(|s| s.public_state);
         shared.record(&format!("end {id} {state:?}"));
         shared.count(|s| match state {
             Some(PublicState::Completed) => s.completed += 1,
@@ -861,15 +1187,69 @@ async fn finish(
             Some(st) if st.is_terminal() => {}
             _ => s.unfinished += 1,
         });
+        if let Some(snapshot) = &snapshot {
+            check_attempts(shared, snapshot);
+        }
         states.insert(id.clone(), state);
     }
-    for id in acked {
-        if states.get(&id).copied().flatten() != Some(PublicState::Completed) {
+    for id in &acked {
+        if states.get(id).copied().flatten() != Some(PublicState::Completed) {
             shared.violation(format!("acknowledged completion of {id} not visible"));
         }
+    }
+    let history_violations = shared.ledger.lock().history.violations(RETRIES_MAX, RECLAIM_MAX);
+    for v in history_violations {
+        shared.violation(v);
+    }
+    let anomalies = queue_anomalies(&shared.ledger.lock(), &states);
+    shared.count(|s| s.anomalies = anomalies);
+    if !anomalies.none() {
+        shared.violation(format!("queue anomalies: {anomalies:?}"));
     }
     for v in deep {
         shared.violation(format!("store: {v}"));
     }
     Ok(())
+}
+
+/// The store's attempt counters against the retry policy and the recorded leases (each claim or
+/// reclaim opens one attempt; a resumed claim continues the suspended one).
+fn check_attempts(shared: &Shared, snapshot: &ExecutionSnapshot) {
+    let id = &snapshot.execution_id;
+    let attempts = shared.ledger.lock().history.attempt_count(id);
+    if snapshot.retry_count > RETRIES_MAX {
+        shared.violation(format!("{id}: {} retries past the policy's {RETRIES_MAX}", snapshot.retry_count));
+    }
+    if snapshot.lease_reclaim_count > RECLAIM_MAX {
+        shared
+            .violation(format!("{id}: {} reclaims past the cap {RECLAIM_MAX}", snapshot.lease_reclaim_count));
+    }
+    if snapshot.total_attempt_count as usize != attempts {
+        shared.violation(format!(
+            "{id}: the store counts {} attempts, the server's grants opened {attempts}",
+            snapshot.total_attempt_count
+        ));
+    }
+}
+
+/// Lost, duplicated, unexpected and recovered completions (see [`QueueAnomalies`]).
+fn queue_anomalies(l: &Ledger, states: &BTreeMap<ExecutionId, Option<PublicState>>) -> QueueAnomalies {
+    let done = |s: &Option<PublicState>| matches!(s, Some(PublicState::Completed | PublicState::Failed));
+    let mut completes = BTreeMap::<&ExecutionId, usize>::new();
+    for lease in &l.history.leases {
+        if matches!(lease.released, Some((_, Release::Complete))) {
+            *completes.entry(&lease.execution_id).or_default() += 1;
+        }
+    }
+    let acked_twice = l.acked.iter().filter(|(_, epochs)| epochs.len() > 1).map(|(id, _)| id);
+    let duplicated: BTreeSet<&ExecutionId> =
+        completes.iter().filter(|(_, n)| **n > 1).map(|(id, _)| *id).chain(acked_twice).collect();
+    let unexpected: BTreeSet<&ExecutionId> =
+        completes.keys().copied().chain(l.acked.keys()).filter(|id| !states.contains_key(*id)).collect();
+    QueueAnomalies {
+        lost: states.values().filter(|s| !done(s)).count(),
+        duplicated: duplicated.len(),
+        unexpected: unexpected.len(),
+        recovered: l.refused_completes.iter().filter(|(id, e)| l.history.completed_under(id, *e)).count(),
+    }
 }
