@@ -12,6 +12,8 @@ use std::collections::BTreeMap;
 use ff_core::{ExecutionId, LeaseEpoch, TimestampMs};
 use serde::Serialize;
 
+use crate::budgets::{UsageReply, UsageReport};
+
 /// Overlaps reported per run at most (the rest are counted, not listed).
 const OVERLAPS_LISTED_MAX: usize = 8;
 
@@ -204,6 +206,8 @@ pub struct History {
     pub stale_ops: Vec<StaleOp>,
     /// Every signal delivered, in delivery order.
     pub signals: Vec<SignalRecord>,
+    /// Every usage report, recorded before its first send (as `Unknown`) and updated by its reply.
+    pub usage: Vec<UsageReport>,
     #[serde(skip)]
     by_lease: BTreeMap<(ExecutionId, LeaseEpoch), usize>,
     #[serde(skip)]
@@ -309,6 +313,21 @@ impl History {
             op: op.to_owned(),
             at_ms: now,
         });
+    }
+
+    /// Records a usage report about to be sent; returns its index for [`History::usage_answered`].
+    pub(crate) fn usage_sent(&mut self, report: UsageReport) -> usize {
+        self.usage.push(report);
+        self.usage.len() - 1
+    }
+
+    /// Records a usage report's sends so far and its latest reply.
+    pub(crate) fn usage_answered(&mut self, index: usize, sends: u32, reply: UsageReply, now: TimestampMs) {
+        if let Some(report) = self.usage.get_mut(index) {
+            report.sends = sends;
+            report.reply = reply;
+            report.at_ms = now;
+        }
     }
 
     /// Records a fault's start; returns its index for [`History::fault_ended`].

@@ -3,7 +3,19 @@
 //! crash; crashed workers come back and try stale operations; expired leases
 //! are reclaimed. Every choice comes from one seeded generator, so a seed
 //! replays the same run and the same trace hash.
+//!
+//! Three budgets are created first and three executions in four name one of
+//! them in their policy (`budget_ids`). A worker running such a task reports
+//! usage one to three times (`tokens`, and `calls` on the second budget), each
+//! report with a dedup key per (execution, attempt, step) that its re-sends
+//! share. A report refused at the hard limit stops the task: the worker fails
+//! it (category `permanent`), and the retry policy decides as for any failure.
+//! Workers claim with the backend's plain `claim`, which does not consult
+//! budgets (the scheduler's admission does), so a spent budget's later
+//! executions are still claimed, refused at their first report and failed.
+//! Every report and its reply is recorded and checked by [`budgets`].
 
+pub mod budgets;
 pub mod faults;
 pub mod history;
 pub mod sweep;
@@ -11,14 +23,16 @@ pub mod timeline;
 pub mod turmoil_net;
 pub mod turmoil_sim;
 
+pub use budgets::{SimBudget, UsageReply, UsageReport, budget_violations};
 pub use history::{History, LeaseEnd, LeaseRecord};
 pub use turmoil_sim::{NetFaultRates, QueueAnomalies, TurmoilConfig, TurmoilSummary, run_turmoil};
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::sync::Arc;
 
 use ff_backend_memory::new_sim_backend;
+use ff_core::admission::ReportUsageArgs;
 use ff_core::contracts::*;
 use ff_core::layer::Layered;
 use ff_core::{
@@ -105,6 +119,12 @@ pub struct Summary {
     pub faults: faults::FaultStats,
     /// Operations whose outcome a worker could not learn (transport faults).
     pub unknown_outcomes: usize,
+    /// Usage reports sent (re-sends of one report count once).
+    pub usage_reports: usize,
+    /// Usage reports refused at a hard limit (each stopped its task).
+    pub hard_breaches: usize,
+    /// Usage reports whose re-send was answered `AlreadyApplied` (a lost reply after commit).
+    pub usage_deduplicated: usize,
 }
 
 impl fmt::Display for Summary {
@@ -123,6 +143,11 @@ impl fmt::Display for Summary {
             f,
             "faults          {} failed before commit, {} acks lost, {} delayed; {} outcomes unknown",
             self.faults.failed_before, self.faults.acks_lost, self.faults.delayed, self.unknown_outcomes
+        )?;
+        writeln!(
+            f,
+            "budgets         {} usage reports, {} refused at the hard limit, {} re-sends deduplicated",
+            self.usage_reports, self.hard_breaches, self.usage_deduplicated
         )?;
         writeln!(f, "simulated time  {:.1} s", self.sim_ms as f64 / 1000.0)?;
         writeln!(f, "trace hash      {:016x}", self.trace_hash)?;
@@ -177,10 +202,20 @@ enum Plan {
     Crash,
 }
 
+/// The usage reports a budgeted task still has to send.
+#[derive(Debug, Clone, Copy)]
+struct UsagePlan {
+    budget: usize,
+    steps: u32,
+    step: u32,
+    interval_ms: i64,
+    next_at: i64,
+}
+
 #[derive(Debug, Clone)]
 enum WorkerState {
     Idle,
-    Busy { claim: Box<ClaimedExecution>, finish_at: i64, renew_at: i64, plan: Plan },
+    Busy { claim: Box<ClaimedExecution>, finish_at: i64, renew_at: i64, plan: Plan, usage: Option<UsagePlan> },
     Down { until: i64, stale: Option<Box<ClaimedExecution>> },
 }
 
@@ -189,6 +224,16 @@ pub type DeepCheck = Arc<dyn Fn() -> Vec<String> + Send + Sync>;
 
 /// Workers re-send an operation whose reply was lost at most this many times.
 const RESEND_MAX: usize = 4;
+
+/// Executions per budget cycle: execution `i` names budget `i % BUDGET_CYCLE` when that is
+/// below [`BUDGETS`], none otherwise.
+const BUDGET_CYCLE: usize = 4;
+
+/// Budgets per run.
+const BUDGETS: usize = 3;
+
+/// Ticks between two budget checks during the run.
+const BUDGET_CHECK_TICKS: u64 = 20;
 
 struct Sim {
     cfg: SimConfig,
@@ -205,6 +250,11 @@ struct Sim {
     workers: Vec<WorkerState>,
     acked_completions: BTreeMap<ExecutionId, u32>,
     last_epoch: BTreeMap<ExecutionId, u64>,
+    budgets: Vec<SimBudget>,
+    budget_of: BTreeMap<ExecutionId, usize>,
+    usage: Vec<UsageReport>,
+    /// Budget violation texts already reported (checks repeat over the run).
+    budget_violations_seen: BTreeSet<String>,
     summary: Summary,
     trace: u64,
 }
@@ -252,6 +302,10 @@ pub async fn run_on(
         ids: Vec::new(),
         acked_completions: BTreeMap::new(),
         last_epoch: BTreeMap::new(),
+        budgets: Vec::new(),
+        budget_of: BTreeMap::new(),
+        usage: Vec::new(),
+        budget_violations_seen: BTreeSet::new(),
         summary: Summary { seed: cfg.seed, executions: cfg.executions, ..Summary::default() },
         trace: 0xcbf2_9ce4_8422_2325,
         cfg,
@@ -270,15 +324,23 @@ pub async fn run_on(
         if !healed && now >= safety_end {
             healed = true;
             sim.heal();
+            sim.check_budgets("after the safety phase").await?;
         }
         sim.tick().await?;
         ticks += 1;
+        if ticks.is_multiple_of(BUDGET_CHECK_TICKS) && sim.budget_violations_seen.is_empty() {
+            sim.check_budgets("during the run").await?;
+        }
         if ticks.is_multiple_of(20) && sim.all_terminal().await? {
             break;
         }
     }
-    sim.heal();
+    if !healed {
+        sim.heal();
+        sim.check_budgets("after the safety phase").await?;
+    }
     sim.finish(start).await?;
+    sim.check_budgets("at the end of the run").await?;
     Ok(sim.summary)
 }
 
@@ -308,15 +370,38 @@ impl Sim {
         Ok(true)
     }
 
+    /// Creates the run's budgets (on the backend itself, like the executions).
+    async fn create_budgets(&mut self) -> Result<(), EngineError> {
+        let mut attached = [0u64; BUDGETS];
+        for i in 0..self.cfg.executions {
+            if let Some(n) = attached.get_mut(i % BUDGET_CYCLE) {
+                *n += 1;
+            }
+        }
+        self.budgets = budgets::plan_budgets(&mut self.rng, attached);
+        for budget in &self.budgets {
+            self.raw.create_budget(budget.create_args()).await?;
+        }
+        Ok(())
+    }
+
     async fn create_all(&mut self) -> Result<(), EngineError> {
+        self.create_budgets().await?;
         let parts =
             PartitionConfig { num_flow_partitions: self.cfg.partitions.max(1), ..PartitionConfig::default() };
-        let policy = r#"{"retry_policy":{"max_retries":2,"backoff":{"type":"fixed","delay_ms":500}}}"#;
+        let retry = r#""retry_policy":{"max_retries":2,"backoff":{"type":"fixed","delay_ms":500}}"#;
         for i in 0..self.cfg.executions {
             let id = ExecutionId::solo(&self.lane, &parts, self.rng.uuid());
             let id = ExecutionId::from_parts((i as u16) % parts.num_flow_partitions, id.uuid());
             let mut args = CreateExecutionArgs::new(id, "sim", self.lane.clone(), "task");
-            args.policy_json = policy.to_owned();
+            let budget = i % BUDGET_CYCLE;
+            args.policy_json = match self.budgets.get(budget) {
+                Some(b) => {
+                    self.budget_of.insert(args.execution_id.clone(), budget);
+                    format!(r#"{{{retry},"budget_ids":["{}"]}}"#, b.budget_id)
+                }
+                None => format!("{{{retry}}}"),
+            };
             args.priority = i32::try_from(self.rng.below(3)).unwrap_or(0);
             if self.rng.chance(10) {
                 args.delay_until = Some(self.clock.now_ms() + self.rng.below(5_000) as i64);
@@ -433,7 +518,12 @@ impl Sim {
         };
         let finish_at = now + 1 + self.rng.below(self.cfg.task_ms_max) as i64;
         let renew_at = now + (self.cfg.lease_ttl_ms / 3) as i64;
-        self.workers[w] = WorkerState::Busy { claim: Box::new(claim), finish_at, renew_at, plan };
+        let usage = self.budget_of.get(&claim.execution_id).copied().map(|budget| {
+            let steps = 1 + self.rng.below(budgets::REPORTS_PER_ATTEMPT_MAX) as u32;
+            let interval_ms = ((finish_at - now) / i64::from(steps + 1)).max(1);
+            UsagePlan { budget, steps, step: 0, interval_ms, next_at: now + interval_ms }
+        });
+        self.workers[w] = WorkerState::Busy { claim: Box::new(claim), finish_at, renew_at, plan, usage };
     }
 
     async fn step_worker(&mut self, w: usize) -> Result<(), EngineError> {
@@ -448,7 +538,11 @@ impl Sim {
                 Ok(())
             }
             WorkerState::Down { .. } => Ok(()),
-            WorkerState::Busy { claim, finish_at, renew_at, plan } => {
+            WorkerState::Busy { claim, finish_at, renew_at, plan, usage } => {
+                // Reports come first, one per tick: a task sends all of them before it ends.
+                if let Some(u) = usage.filter(|u| u.step < u.steps && now >= u.next_at) {
+                    return self.report_step(w, claim, u).await;
+                }
                 if now >= finish_at {
                     return self.finish_task(w, *claim, plan).await;
                 }
@@ -464,7 +558,7 @@ impl Sim {
                         }
                     }
                     let next = now + (self.cfg.lease_ttl_ms / 3) as i64;
-                    self.workers[w] = WorkerState::Busy { claim, finish_at, renew_at: next, plan };
+                    self.workers[w] = WorkerState::Busy { claim, finish_at, renew_at: next, plan, usage };
                 }
                 Ok(())
             }
@@ -530,23 +624,129 @@ impl Sim {
                     Err(e) => self.rejected(&id, &e)?,
                 }
             }
-            Plan::Fail => {
-                let mut answer = Err(EngineError::invalid_input("not sent"));
-                for _ in 0..=RESEND_MAX {
-                    let reason = FailureReason::new("simulated failure");
-                    answer = self.backend.fail(&claim.handle, reason, FailureClass::Transient).await;
-                    if !matches!(&answer, Err(e) if faults::is_transport(e)) {
-                        break;
-                    }
-                }
-                match answer {
-                    Ok(FailOutcome::TerminalFailed) => self.record(&format!("failed {id}")),
-                    Ok(_) => {
-                        self.summary.retries += 1;
-                        self.record(&format!("retry {id}"));
-                    }
-                    Err(e) => self.rejected(&id, &e)?,
-                }
+            Plan::Fail => self.send_fail(&claim, "simulated failure", FailureClass::Transient).await?,
+        }
+        Ok(())
+    }
+
+    /// Fails a task under its lease, re-sending while the reply is lost.
+    async fn send_fail(
+        &mut self,
+        claim: &ClaimedExecution,
+        message: &str,
+        class: FailureClass,
+    ) -> Result<(), EngineError> {
+        let id = &claim.execution_id;
+        let mut answer = Err(EngineError::invalid_input("not sent"));
+        for _ in 0..=RESEND_MAX {
+            answer = self.backend.fail(&claim.handle, FailureReason::new(message), class).await;
+            if !matches!(&answer, Err(e) if faults::is_transport(e)) {
+                break;
+            }
+        }
+        match answer {
+            Ok(FailOutcome::TerminalFailed) => self.record(&format!("failed {id}")),
+            Ok(_) => {
+                self.summary.retries += 1;
+                self.record(&format!("retry {id}"));
+            }
+            Err(e) => self.rejected(id, &e)?,
+        }
+        Ok(())
+    }
+
+    /// Sends a busy task's next usage report; a hard breach stops the task with a failure.
+    async fn report_step(
+        &mut self,
+        w: usize,
+        claim: Box<ClaimedExecution>,
+        mut usage: UsagePlan,
+    ) -> Result<(), EngineError> {
+        let reply = self.report_usage(&claim, &usage).await?;
+        if matches!(reply, UsageReply::HardBreach { .. }) {
+            self.workers[w] = WorkerState::Idle;
+            self.record(&format!("budget-stop w{w} {}", claim.execution_id));
+            return self.send_fail(&claim, "budget hard limit reached", FailureClass::Permanent).await;
+        }
+        usage.step += 1;
+        usage.next_at = self.clock.now_ms() + usage.interval_ms;
+        if let WorkerState::Busy { usage: current, .. } = &mut self.workers[w] {
+            *current = Some(usage);
+        }
+        Ok(())
+    }
+
+    /// Sends one usage report (re-sending, under the same dedup key, while the reply is lost)
+    /// and records it with its final reply.
+    async fn report_usage(
+        &mut self,
+        claim: &ClaimedExecution,
+        usage: &UsagePlan,
+    ) -> Result<UsageReply, EngineError> {
+        let Some(budget) = self.budgets.get(usage.budget) else {
+            return Err(EngineError::invalid_input(format!("no budget #{}", usage.budget)));
+        };
+        let budget_id = budget.budget_id;
+        let (id, attempt) = (claim.execution_id.clone(), claim.attempt_index);
+        let dedup_key = UsageReport::dedup_key(&id, attempt, usage.step);
+        let deltas = budgets::report_deltas(budget, &dedup_key);
+        let tokens = deltas.first().map_or(0, |(_, v)| *v);
+        let args = ReportUsageArgs { budget_id, dimensions: deltas.clone(), dedup_key: Some(dedup_key) };
+        let mut sends = 0u32;
+        let answer = loop {
+            sends += 1;
+            match self.backend.report_usage_and_check(args.clone()).await {
+                Err(e) if faults::is_transport(&e) && (sends as usize) <= RESEND_MAX => {}
+                answer => break answer,
+            }
+        };
+        let mut reply = match answer {
+            Ok(result) => UsageReply::of(&result),
+            Err(e) if faults::is_transport(&e) => {
+                self.summary.unknown_outcomes += 1;
+                UsageReply::Unknown
+            }
+            Err(e) => return Err(e),
+        };
+        if let UsageReply::HardBreach { dimension, stored_after, .. } = &mut reply {
+            // Nothing ran since the reply: the stored usage is what the refusal left.
+            let status = self.raw.get_budget_status(&budget_id).await?;
+            *stored_after = Some(status.usage.get(dimension.as_str()).copied().unwrap_or(0));
+            self.summary.hard_breaches += 1;
+        }
+        self.summary.usage_reports += 1;
+        if reply == UsageReply::AlreadyApplied {
+            self.summary.usage_deduplicated += 1;
+        }
+        self.record(&format!(
+            "usage {id} a{attempt} s{} b{} {tokens} {}",
+            usage.step,
+            usage.budget,
+            reply.tag()
+        ));
+        self.usage.push(UsageReport {
+            budget: usage.budget,
+            execution_id: id,
+            attempt,
+            step: usage.step,
+            deltas,
+            sends,
+            reply: reply.clone(),
+            at_ms: self.clock.now_ms(),
+        });
+        Ok(reply)
+    }
+
+    /// Reads every budget's stored usage and checks the budget invariants over the reports
+    /// so far; violations not reported before are added, prefixed with `phase`.
+    async fn check_budgets(&mut self, phase: &str) -> Result<(), EngineError> {
+        let mut stored = BTreeMap::new();
+        for (k, budget) in self.budgets.iter().enumerate() {
+            stored.insert(k, self.raw.get_budget_status(&budget.budget_id).await?.usage);
+        }
+        for v in budget_violations(&self.budgets, &self.usage, &stored) {
+            if self.budget_violations_seen.insert(v.clone()) {
+                self.summary.violations.push(format!("{phase}: {v}"));
             }
         }
         Ok(())

@@ -15,6 +15,7 @@ use axum::extract::{Json, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use ff_core::admission::{ReportUsageArgs, ReportUsageResult};
 use ff_core::contracts::{
     ClaimExecutionArgs, ClaimResumedExecutionArgs, ClaimedExecution, CompleteExecutionArgs, FailOutcome,
     FailureClass, FailureReason, LeaseRenewal, ListExpiredLeasesArgs, ReclaimExecutionArgs,
@@ -335,6 +336,14 @@ impl PlaneClient {
     /// Suspends under the handle's lease.
     pub async fn suspend(&self, handle: &Handle, args: SuspendArgs) -> Result<SuspendOutcome, PlaneError> {
         self.post("/sim/v1/suspend", &SuspendBody { handle: handle.clone(), args }).await
+    }
+
+    /// Reports usage to a budget through the server's REST route (`POST /v1/budgets/{id}/usage`).
+    pub async fn report_usage(&self, args: &ReportUsageArgs) -> Result<ReportUsageResult, PlaneError> {
+        let dimensions: std::collections::BTreeMap<&str, u64> =
+            args.dimensions.iter().map(|(d, v)| (d.as_str(), *v)).collect();
+        let body = serde_json::json!({ "dimensions": dimensions, "dedup_key": args.dedup_key });
+        self.post(&format!("/v1/budgets/{}/usage", args.budget_id), &body).await
     }
 
     /// Executions whose lease expired.

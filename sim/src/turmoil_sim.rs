@@ -7,6 +7,14 @@
 //! turmoil time that elapsed since the previous step (scaled by the injected drift), and adds any
 //! injected forward jump. The server clock therefore moves in whole ticks, never runs behind
 //! turmoil time by more than one tick without drift, and never goes backwards.
+//!
+//! Budgets: three are created with the executions, and a worker running an execution that
+//! belongs to one (three in four do) reports usage to it over the REST route one to three
+//! times before finishing, each report under a dedup key per (execution, attempt, step) that
+//! its re-sends share. A report refused at the hard limit ends the task's work early: the worker
+//! sends no further reports and completes it with what it has (the outcome it would have had). The
+//! executions do not name their budget in `budget_ids`: the scheduler would then hold every
+//! later execution of a spent budget blocked until a reset, and the run would never drain.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -14,6 +22,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ff_backend_memory::new_sim_backend;
+use ff_core::admission::ReportUsageArgs;
 use ff_core::contracts::{
     ClaimExecutionArgs, ClaimResumedExecutionArgs, ClaimedExecution, CreateExecutionArgs, ExecutionSnapshot,
     FailOutcome, LeaseRenewal, ReclaimExecutionArgs, ReclaimExecutionOutcome,
@@ -35,6 +44,7 @@ use parking_lot::Mutex;
 use serde::Serialize;
 
 use crate::Rng;
+use crate::budgets::{self, SimBudget, UsageReply, UsageReport, budget_violations};
 use crate::history::{FaultKind, History, LeaseGrant, Release, SignalRecord};
 use crate::turmoil_net::{
     PlaneClient, PlaneError, PlaneObserver, SERVER_HOST, SERVER_PORT, TurmoilConnector, data_plane,
@@ -222,6 +232,12 @@ pub struct TurmoilSummary {
     pub duplicate_signals: u64,
     /// Duplicates the server answered `Duplicate` (deduplicated by the idempotency key).
     pub duplicates_deduplicated: u64,
+    /// Usage reports sent (re-sends of one report count once).
+    pub usage_reports: u64,
+    /// Usage reports refused at a hard limit (each failed its task).
+    pub hard_breaches: u64,
+    /// Usage reports answered `AlreadyApplied` (a re-send after a lost reply, or a resumed repeat).
+    pub usage_deduplicated: u64,
     /// Simulated length of the safety phase, in ms.
     pub safety_ms: u64,
     /// Simulated length of the liveness phase, in ms.
@@ -293,6 +309,11 @@ impl fmt::Display for TurmoilSummary {
         writeln!(f, "unknown outcome {}", self.unknown_outcomes)?;
         writeln!(
             f,
+            "budgets         {} usage reports, {} refused at the hard limit, {} deduplicated",
+            self.usage_reports, self.hard_breaches, self.usage_deduplicated
+        )?;
+        writeln!(
+            f,
             "faults          {} crashes, {} partitions, {} holds, {} clock jumps, {} slow tasks",
             self.crashes, self.partitions, self.holds, self.clock_jumps, self.slow_tasks
         )?;
@@ -358,6 +379,10 @@ struct Ledger {
 /// The shared record of a run.
 struct Shared {
     cfg: TurmoilConfig,
+    /// The run's budgets.
+    budgets: Vec<SimBudget>,
+    /// The budget each budgeted execution reports to (index into `budgets`).
+    budget_of: BTreeMap<ExecutionId, usize>,
     /// The server's clock: history timestamps are in its ms, the ones the lease fence uses.
     clock: SimClock,
     ledger: Mutex<Ledger>,
@@ -477,6 +502,8 @@ pub fn run_turmoil(cfg: TurmoilConfig) -> Result<TurmoilSummary, String> {
     let mut seed_rng = Rng::new(cfg.seed);
     let ids =
         rt.block_on(create_all(&backend, &cfg, &partitions, &mut seed_rng)).map_err(|e| e.to_string())?;
+    let (budgets, budget_of) =
+        rt.block_on(create_budgets(&backend, &ids, cfg.seed)).map_err(|e| e.to_string())?;
     let server_config = ServerConfig { scanners: None, partitions, ..ServerConfig::new(SECRET_HEX) };
     let api = rt
         .block_on(ff_server::router_with_backend(&server_config, backend.clone()))
@@ -490,7 +517,13 @@ pub fn run_turmoil(cfg: TurmoilConfig) -> Result<TurmoilSummary, String> {
         summary: TurmoilSummary { seed: cfg.seed, executions: cfg.executions, ..TurmoilSummary::default() },
         ..Ledger::default()
     };
-    let shared = Arc::new(Shared { cfg: cfg.clone(), clock: clock.clone(), ledger: Mutex::new(ledger) });
+    let shared = Arc::new(Shared {
+        cfg: cfg.clone(),
+        budgets,
+        budget_of,
+        clock: clock.clone(),
+        ledger: Mutex::new(ledger),
+    });
     let router =
         api.merge(data_plane(backend.clone(), shared.clone(), partitions.num_flow_partitions, cfg.unfenced));
     let total_ms = cfg.safety_ms + cfg.liveness_ms_max + 10 * FAULT_TICK_MS;
@@ -541,6 +574,28 @@ async fn create_all(
         ids.push(id);
     }
     Ok(ids)
+}
+
+/// Creates the run's budgets (from a generator of their own, so the executions' draws stay put);
+/// execution `i` reports to budget `i % 4` when there is one.
+async fn create_budgets(
+    backend: &Arc<dyn EngineBackend>,
+    ids: &[ExecutionId],
+    seed: u64,
+) -> Result<(Vec<SimBudget>, BTreeMap<ExecutionId, usize>), EngineError> {
+    let mut attached = [0u64; 3];
+    let mut budget_of = BTreeMap::new();
+    for (i, id) in ids.iter().enumerate() {
+        if let Some(n) = attached.get_mut(i % 4) {
+            *n += 1;
+            budget_of.insert(id.clone(), i % 4);
+        }
+    }
+    let budgets = budgets::plan_budgets(&mut Rng::new(seed ^ 0xb0d9_e75e), attached);
+    for budget in &budgets {
+        backend.create_budget(budget.create_args()).await?;
+    }
+    Ok((budgets, budget_of))
 }
 
 /// The server host: scanners once per tick on the simulated clock, and the router per stream.
@@ -752,7 +807,71 @@ impl Worker {
                 }
             }
         }
+        self.report_usage_steps(&claim).await;
         self.finish(&claim, fail, false).await;
+    }
+
+    /// Sends a budgeted task's usage reports, stopping at the first one refused at the hard limit.
+    async fn report_usage_steps(&mut self, claim: &ClaimedExecution) {
+        let Some(budget) = self.shared.budget_of.get(&claim.execution_id).copied() else {
+            return;
+        };
+        let steps = 1 + self.rng.below(budgets::REPORTS_PER_ATTEMPT_MAX) as u32;
+        for step in 0..steps {
+            if self.report_usage(claim, budget, step).await {
+                self.shared.record(&format!("w{} budget-stop {}", self.w, claim.execution_id));
+                return;
+            }
+        }
+    }
+
+    /// Sends one usage report, re-sending under the same dedup key while the reply is lost; the
+    /// history holds it as `Unknown` from before the first send. True on a hard breach.
+    async fn report_usage(&mut self, claim: &ClaimedExecution, budget: usize, step: u32) -> bool {
+        let Some(b) = self.shared.budgets.get(budget) else {
+            return false;
+        };
+        let (id, attempt) = (&claim.execution_id, claim.attempt_index);
+        let dedup_key = UsageReport::dedup_key(id, attempt, step);
+        let deltas = budgets::report_deltas(b, &dedup_key);
+        let args = ReportUsageArgs {
+            budget_id: b.budget_id,
+            dimensions: deltas.clone(),
+            dedup_key: Some(dedup_key),
+        };
+        let report = UsageReport {
+            budget,
+            execution_id: id.clone(),
+            attempt,
+            step,
+            deltas,
+            sends: 0,
+            reply: UsageReply::Unknown,
+            at_ms: self.shared.server_ms(),
+        };
+        let index = self.shared.ledger.lock().history.usage_sent(report);
+        let mut reply = UsageReply::Unknown;
+        for send in 1..=(RESEND_MAX as u32 + 1) {
+            reply = match self.plane.report_usage(&args).await {
+                Ok(result) => UsageReply::of(&result),
+                Err(PlaneError::Transport) => UsageReply::Unknown,
+                Err(PlaneError::Rejected(e)) => {
+                    self.shared.violation(format!("usage report of {id} refused: {e}"));
+                    UsageReply::Unknown
+                }
+            };
+            let now = self.shared.server_ms();
+            self.shared.ledger.lock().history.usage_answered(index, send, reply.clone(), now);
+            if reply != UsageReply::Unknown {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(200 + self.rng.below(300))).await;
+        }
+        if reply == UsageReply::Unknown {
+            self.unknown(id, "usage");
+        }
+        self.shared.record(&format!("w{} usage {id} a{attempt} s{step} {}", self.w, reply.tag()));
+        matches!(reply, UsageReply::HardBreach { .. })
     }
 
     /// Suspends on a fresh waitpoint the driver will signal; true when the task is over (parked, or
@@ -1201,6 +1320,7 @@ async fn finish(
     for v in history_violations {
         shared.violation(v);
     }
+    check_budgets(shared, backend).await?;
     let anomalies = queue_anomalies(&shared.ledger.lock(), &states);
     shared.count(|s| s.anomalies = anomalies);
     if !anomalies.none() {
@@ -1208,6 +1328,26 @@ async fn finish(
     }
     for v in deep {
         shared.violation(format!("store: {v}"));
+    }
+    Ok(())
+}
+
+/// Counts the usage reports and checks the budget invariants against the stored usage.
+async fn check_budgets(shared: &Shared, backend: &Arc<dyn EngineBackend>) -> Result<(), EngineError> {
+    let mut stored = BTreeMap::new();
+    for (k, budget) in shared.budgets.iter().enumerate() {
+        stored.insert(k, backend.get_budget_status(&budget.budget_id).await?.usage);
+    }
+    let reports = shared.ledger.lock().history.usage.clone();
+    shared.count(|s| {
+        s.usage_reports = reports.len() as u64;
+        s.hard_breaches =
+            reports.iter().filter(|r| matches!(r.reply, UsageReply::HardBreach { .. })).count() as u64;
+        s.usage_deduplicated =
+            reports.iter().filter(|r| r.reply == UsageReply::AlreadyApplied).count() as u64;
+    });
+    for v in budget_violations(&shared.budgets, &reports, &stored) {
+        shared.violation(v);
     }
     Ok(())
 }

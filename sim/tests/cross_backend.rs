@@ -54,6 +54,7 @@ fn valkey(cfg: &SimConfig) -> Summary {
 
 #[test]
 fn memory_sqlite_and_valkey_replay_the_same_faulty_run() {
+    let mut hard_breaches = 0;
     for seed in [1u64, 4] {
         let cfg = SimConfig {
             seed,
@@ -64,6 +65,7 @@ fn memory_sqlite_and_valkey_replay_the_same_faulty_run() {
         };
         let memory = rt().block_on(run(cfg.clone())).expect("memory run");
         assert!(memory.violations.is_empty() && memory.unfinished == 0, "seed {seed}: {memory}");
+        hard_breaches += memory.hard_breaches;
         for (name, other) in [("sqlite", sqlite(&cfg)), ("valkey", valkey(&cfg))] {
             assert!(other.violations.is_empty(), "seed {seed} {name}: {:?}", other.violations);
             assert_eq!(
@@ -75,6 +77,12 @@ fn memory_sqlite_and_valkey_replay_the_same_faulty_run() {
                 (memory.completed, memory.failed),
                 "seed {seed} {name}"
             );
+            assert_eq!(
+                (other.usage_reports, other.hard_breaches, other.usage_deduplicated),
+                (memory.usage_reports, memory.hard_breaches, memory.usage_deduplicated),
+                "seed {seed} {name}: usage reports answered differently"
+            );
         }
     }
+    assert!(hard_breaches > 0, "no seed reached a hard limit: budgets were not compared across backends");
 }

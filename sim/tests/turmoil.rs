@@ -84,3 +84,20 @@ fn broken_fencing_is_caught() {
     });
     assert!(caught.is_some(), "a server without fencing passed ten partitioned seeds");
 }
+
+#[test]
+fn usage_reports_over_http_reach_the_hard_limit_and_keep_the_budget_invariants() {
+    let (mut reports, mut hard_breaches) = (0, 0);
+    for seed in 1..=5 {
+        let s = check(swarm(seed), "swarm");
+        assert_eq!(
+            s.history.usage.len() as u64,
+            s.usage_reports,
+            "seed {seed}: every report is in the history"
+        );
+        reports += s.usage_reports;
+        hard_breaches += s.hard_breaches;
+    }
+    assert!(reports >= 100, "only {reports} usage reports over five seeds");
+    assert!(hard_breaches > 0, "no usage report reached a hard limit over five seeds");
+}
