@@ -5,8 +5,8 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use ff_core::contracts::{
     BlockExecutionArgs, CapabilitySet, ClaimExecutionArgs, ClaimGrant, ClaimResumedExecutionArgs,
-    ClaimedExecution, ExecutionSnapshot, IssueClaimGrantArgs, ReclaimExecutionArgs, ReclaimExecutionOutcome,
-    ReclaimGrant, RegisterWorkerArgs, RegisterWorkerOutcome, ResumeGrant,
+    ClaimedExecution, ExecutionContext, ExecutionSnapshot, IssueClaimGrantArgs, ReclaimExecutionArgs,
+    ReclaimExecutionOutcome, ReclaimGrant, RegisterWorkerArgs, RegisterWorkerOutcome, ResumeGrant,
 };
 use ff_core::error::{ContentionKind, ErrorClass, ValidationKind};
 use ff_core::partition::fnv1a_u64;
@@ -479,7 +479,13 @@ impl FlowFabricWorker {
             attempt_timeout_ms: None,
             execution_deadline_at: None,
         };
-        let claimed = match self.backend.claim_execution(args).await {
+        // The context (payload, kind, tags) never changes after create, so it is read while
+        // the claim is in flight: one round trip for both on a networked backend.
+        let (claim, context) = tokio::join!(
+            self.backend.claim_execution(args),
+            self.backend.read_execution_context(&execution_id)
+        );
+        let claimed = match claim {
             Ok(c) => c,
             Err(e)
                 if matches!(e.root(), EngineError::Contention(ContentionKind::UseClaimResumedExecution)) =>
@@ -497,19 +503,29 @@ impl FlowFabricWorker {
             }
             Err(e) => return Err(e),
         };
-        self.task_parts(claimed, lane).await
+        Ok(Self::parts_with(claimed, lane, self.config.lease_ttl_ms, context?))
     }
 
     async fn task_parts(&self, claimed: ClaimedExecution, lane_id: LaneId) -> Result<TaskParts, EngineError> {
         let context = self.backend.read_execution_context(&claimed.execution_id).await?;
-        Ok(TaskParts {
+        Ok(Self::parts_with(claimed, lane_id, self.config.lease_ttl_ms, context))
+    }
+
+    /// A claimed execution and its context as the parts of a task.
+    fn parts_with(
+        claimed: ClaimedExecution,
+        lane_id: LaneId,
+        lease_ttl_ms: u64,
+        context: ExecutionContext,
+    ) -> TaskParts {
+        TaskParts {
             claimed,
             lane_id,
-            lease_ttl_ms: self.config.lease_ttl_ms,
+            lease_ttl_ms,
             input_payload: context.input_payload,
             execution_kind: context.execution_kind,
             tags: context.tags,
-        })
+        }
     }
 }
 
