@@ -6,8 +6,10 @@
 -- ARGV[5…]: namespace, lane, kind, priority (clamped), creator, required caps CSV,
 -- budget ids, quota policy id, delay_until, deadline, payload, policy json, max
 -- replay count, max reclaim count, retry spec, policy rejection ("<code> <detail>"
--- or ""), tag count, then tag pairs. The idempotency key is not checked here: its
--- guard lives on another slot and the client reserves it first (ff_reserve_idempotency).
+-- or ""), tag count, then tag pairs, then optionally the inline idempotency guard:
+-- its tag `{fp:M}`, the key, the dedup window ms. On a cluster the guard lives on
+-- another slot, so the client reserves it first (ff_reserve_idempotency) and sends
+-- none; on a single server it is checked and written here, in the same atomic call.
 local function create_execution(keys, args)
   local c = ctx_of(keys, args)
   local now = c.now
@@ -15,7 +17,18 @@ local function create_execution(keys, args)
   need_num(args, 8, 'priority')
   opt_num_arg(args, 13, 'delay_until')
   opt_num_arg(args, 14, 'execution_deadline_at')
-  need_list(args, 21, 'tag count', 2)
+  local ntags = need_list(args, 21, 'tag count', 2)
+  local gi = 22 + 2 * ntags
+  local guard, window = nil, nil
+  if args[gi] ~= nil and args[gi] ~= '' then
+    need_args(args, gi + 2)
+    window = need_num(args, gi + 2, 'dedup_window_ms')
+    guard = c.prefix .. 'ff:idem:' .. args[gi] .. ':' .. ns .. ':' .. args[gi + 1]
+    local stored = redis.call('HMGET', guard, 'execution_id', 'expires_at')
+    if stored[1] and now <= num(stored[2]) then
+      return { 'duplicate', stored[1] }
+    end
+  end
   if redis.call('EXISTS', c.core) == 1 then
     return { 'duplicate', c.eid }
   end
@@ -48,7 +61,6 @@ local function create_execution(keys, args)
   put_core(c, core)
   if args[15] ~= '' then redis.call('SET', c.exec('payload'), args[15]) end
   if args[16] ~= '' then redis.call('SET', c.exec('policy'), args[16]) end
-  local ntags = need_list(args, 21, 'tag count', 2)
   for i = 0, ntags - 1 do
     redis.call('HSET', c.exec('tags'), args[22 + 2 * i], args[23 + 2 * i])
   end
@@ -63,6 +75,10 @@ local function create_execution(keys, args)
   local deadline = opt_num_arg(args, 14, 'execution_deadline_at')
   if deadline and deadline > 0 then
     redis.call('ZADD', c.idx('execution_deadline'), fmt(deadline), c.eid)
+  end
+  if guard then
+    redis.call('DEL', guard)
+    redis.call('HSET', guard, 'execution_id', c.eid, 'expires_at', fmt(now + window))
   end
   return { 'created', core.public_state }
 end

@@ -117,9 +117,19 @@ impl ValkeyBackend {
             extra.push(arg(k));
             extra.push(arg(v));
         }
-        // The idempotency guard lives on its own slot: reserve it first, and undo the
+        let idempotency_key = args.idempotency_key.as_deref().filter(|k| !k.is_empty());
+        if !self.is_cluster() {
+            // One server holds every slot: the create checks and writes the guard itself,
+            // in the same atomic call.
+            if let Some(key) = idempotency_key {
+                let tag = idempotency_tag(args.namespace.as_str(), key, partitions);
+                extra.extend([arg(tag), arg(key), arg(p.dedup_window_ms)]);
+            }
+            return self.create_call(&args.execution_id, extra).await;
+        }
+        // On a cluster the guard lives on its own slot: reserve it first, and undo the
         // reservation when the create answers that it did not create.
-        let guard = match args.idempotency_key.as_deref().filter(|k| !k.is_empty()) {
+        let guard = match idempotency_key {
             None => None,
             Some(key) => match self.reserve_idempotency(&args, key, p.dedup_window_ms).await? {
                 Reservation::Duplicate(execution_id) => {
