@@ -1,8 +1,8 @@
 //! The streams family over `lua/streams.lua`: append, read, tail and the
 //! durable summary (spec 02 §12).
 //!
-//! The summary merge (RFC 7396 over `serde_json::Value`, the null sentinel,
-//! the depth cap) runs here, on the stored document read just before, and the
+//! The summary merge (`ff_engine::streams::merge_summary_document`: RFC 7396,
+//! the null sentinel, the depth cap) runs here, on the stored document read just before, and the
 //! append function applies it only if the summary version is unchanged; a
 //! concurrent summary append makes it answer `retry` and the client merges
 //! again (at most `SUMMARY_MERGE_ATTEMPTS_MAX` times). Each append is still one
@@ -15,7 +15,6 @@ use std::time::Duration;
 use ff_core::contracts::{AppendFrameArgs, Validate};
 use ff_core::stream::*;
 use ff_core::{AttemptIndex, EngineError, ExecutionId};
-use serde_json::Value;
 
 use crate::wire::{self, num, protocol, slot};
 use crate::{ValkeyBackend, arg, opt_arg};
@@ -31,76 +30,19 @@ enum Merged {
     Rejected { code: &'static str, detail: String },
 }
 
-/// RFC 7396 merge of `patch` into `doc` (as `json_patch::merge`).
-fn merge(doc: &mut Value, patch: &Value) {
-    let Value::Object(p) = patch else {
-        *doc = patch.clone();
-        return;
-    };
-    if !doc.is_object() {
-        *doc = Value::Object(serde_json::Map::new());
-    }
-    if let Value::Object(d) = doc {
-        for (k, v) in p {
-            if v.is_null() {
-                d.remove(k);
-            } else {
-                merge(d.entry(k.clone()).or_insert(Value::Null), v);
-            }
-        }
-    }
-}
-
-/// Nesting of non-empty objects (the root counts as 1).
-fn object_depth(v: &Value) -> usize {
-    match v {
-        Value::Object(m) if !m.is_empty() => 1 + m.values().map(object_depth).max().unwrap_or(0),
-        _ => 0,
-    }
-}
-
-/// Replaces the null sentinel by JSON `null` down to the sentinel depth limit.
-fn rewrite_sentinel(v: &mut Value, depth: usize) {
-    if depth > NULL_SENTINEL_DEPTH_MAX {
-        return;
-    }
-    match v {
-        Value::String(s) if s == SUMMARY_NULL_SENTINEL => *v = Value::Null,
-        Value::Object(m) => m.values_mut().for_each(|x| rewrite_sentinel(x, depth + 1)),
-        Value::Array(a) => a.iter_mut().for_each(|x| rewrite_sentinel(x, depth + 1)),
-        _ => {}
-    }
-}
-
-/// Merges a patch onto the stored summary `(document, version)`, as the reference does.
+/// Merges a patch onto the stored summary `(document, version)` with the engine's merge.
 fn merged(payload: &[u8], stored: Option<(String, u64)>) -> Merged {
-    let invalid = |detail: &str| Merged::Rejected { code: "invalid_input", detail: detail.to_owned() };
-    let Ok(patch) = serde_json::from_slice::<Value>(payload) else {
-        return invalid("patch payload is not valid JSON");
-    };
-    if !patch.is_object() {
-        return invalid("patch must be a JSON object");
-    }
-    if object_depth(&patch) > MERGE_PATCH_DEPTH_MAX + 1 {
-        return invalid("patch_depth_exceeded");
-    }
     let (text, base_version) = stored.unwrap_or_default();
-    let mut doc = if text.is_empty() {
-        Value::Object(serde_json::Map::new())
-    } else {
-        match serde_json::from_str(&text) {
-            Ok(d) => d,
-            Err(_) => {
-                return Merged::Rejected {
-                    code: "corruption",
-                    detail: "stored summary document not decodeable".to_owned(),
-                };
-            }
+    match ff_engine::streams::merge_summary_document(Some(&text), payload) {
+        Ok(document) => Merged::Document { base_version, document },
+        Err(e) => {
+            let detail = match e.root() {
+                EngineError::Validation { detail, .. } => detail.clone(),
+                other => other.to_string(),
+            };
+            Merged::Rejected { code: e.code().unwrap_or("invalid_input"), detail }
         }
-    };
-    merge(&mut doc, &patch);
-    rewrite_sentinel(&mut doc, 0);
-    Merged::Document { base_version, document: doc.to_string() }
+    }
 }
 
 /// The inclusive bound of a range as an XRANGE id.
@@ -320,7 +262,7 @@ impl ValkeyBackend {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
+    use serde_json::{Value, json};
 
     fn doc(payloads: &[Value]) -> String {
         let mut stored: Option<(String, u64)> = None;

@@ -178,6 +178,23 @@ fn next_summary(
     payload: &[u8],
     now: TimestampMs,
 ) -> StoreResult<SummaryRecord> {
+    let current = store.get_summary(id, idx)?;
+    let document = merge_summary_document(current.as_ref().map(|c| c.document.as_str()), payload)?;
+    let version = current.as_ref().map_or(0, |c| c.version) + 1;
+    Ok(SummaryRecord {
+        document,
+        version,
+        last_updated_ms: now,
+        first_applied_ms: current.map_or(now, |c| if c.version == 0 { now } else { c.first_applied_ms }),
+    })
+}
+
+/// The summary document after a merge patch (RFC 7396, the null sentinel, the depth cap)
+/// over the stored one (`None` or empty: none yet).
+///
+/// Errors: `invalid_input` for a patch that is not JSON, not an object or too deep;
+/// `corruption` for a stored document that does not decode.
+pub fn merge_summary_document(stored: Option<&str>, payload: &[u8]) -> Result<String, EngineError> {
     let patch: Value = serde_json::from_slice(payload)
         .map_err(|_| EngineError::invalid_input("patch payload is not valid JSON"))?;
     if !patch.is_object() {
@@ -186,8 +203,7 @@ fn next_summary(
     if object_depth(&patch) > MERGE_PATCH_DEPTH_MAX + 1 {
         return Err(EngineError::invalid_input("patch_depth_exceeded"));
     }
-    let current = store.get_summary(id, idx)?;
-    let mut doc: Value = match current.as_ref().map(|c| c.document.as_str()) {
+    let mut doc: Value = match stored {
         None | Some("") => Value::Object(Default::default()),
         Some(text) => serde_json::from_str(text).map_err(|_| {
             EngineError::validation(ValidationKind::Corruption, "stored summary document not decodeable")
@@ -195,13 +211,7 @@ fn next_summary(
     };
     json_patch::merge(&mut doc, &patch);
     rewrite_sentinel(&mut doc, 0);
-    let version = current.as_ref().map_or(0, |c| c.version) + 1;
-    Ok(SummaryRecord {
-        document: doc.to_string(),
-        version,
-        last_updated_ms: now,
-        first_applied_ms: current.map_or(now, |c| if c.version == 0 { now } else { c.first_applied_ms }),
-    })
+    Ok(doc.to_string())
 }
 
 /// Nesting of non-empty objects (the root counts as 1).
