@@ -334,13 +334,19 @@ fn claim_complete(c: &mut Criterion, rt: &tokio::runtime::Runtime, kind: Kind) {
     group.finish();
 }
 
-/// `{b}/renew/1`: renew one held lease.
-fn renew(c: &mut Criterion, rt: &tokio::runtime::Runtime, kind: Kind) {
+/// A fresh durable store holding one execution leased to a worker.
+fn held_lease(rt: &tokio::runtime::Runtime, kind: Kind) -> (Backend, ClaimedExecution, LeaseFence) {
     let b = backend(rt, kind, Durability::Full);
     let (claimed, fence) = rt.block_on(async {
         populate(&b, &lane(), 0, 1).await;
         grant_claim(&b, &id(0), 0).await
     });
+    (b, claimed, fence)
+}
+
+/// `{b}/renew/1`: renew one held lease.
+fn renew(c: &mut Criterion, rt: &tokio::runtime::Runtime, kind: Kind) {
+    let (b, claimed, fence) = held_lease(rt, kind);
     let args = RenewLeaseArgs {
         execution_id: id(0),
         attempt_index: claimed.attempt_index,
@@ -412,11 +418,7 @@ fn deliver_signal(c: &mut Criterion, rt: &tokio::runtime::Runtime, kind: Kind) {
 
 /// `{b}/append_frame/1`: one 64-byte durable frame to a held attempt's stream.
 fn append_frame(c: &mut Criterion, rt: &tokio::runtime::Runtime, kind: Kind) {
-    let b = backend(rt, kind, Durability::Full);
-    let (claimed, fence) = rt.block_on(async {
-        populate(&b, &lane(), 0, 1).await;
-        grant_claim(&b, &id(0), 0).await
-    });
+    let (b, claimed, fence) = held_lease(rt, kind);
     let args = AppendFrameArgs {
         execution_id: id(0),
         attempt_index: claimed.attempt_index,
