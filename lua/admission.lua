@@ -61,15 +61,6 @@ function AD.pass_ctx(keys, args, family)
   return p
 end
 
-function AD.hash(key)
-  local flat = redis.call('HGETALL', key)
-  local t = {}
-  for i = 1, #flat, 2 do
-    t[flat[i]] = flat[i + 1]
-  end
-  return t
-end
-
 -- ------------------------------------------------------------ budgets
 
 function AD.next_reset(now, interval)
@@ -105,7 +96,7 @@ function AD.create_budget(keys, args)
 end
 
 function AD.must_budget(c)
-  local rec = AD.hash(c.def)
+  local rec = hash_table(c.def)
   if rec.created_at == nil then
     error(reject('budget_not_found'))
   end
@@ -269,7 +260,7 @@ end
 
 -- The budget reconciler's step (spec 03 §7.3.7): flips the breach marker; true if flipped.
 function AD.reconcile_budget(c)
-  local rec = AD.hash(c.def)
+  local rec = hash_table(c.def)
   if rec.created_at == nil or num(rec.reset_interval_ms) > 0 then
     return false
   end
@@ -403,7 +394,7 @@ end
 -- trims the window.
 function AD.quota_still_blocked(keys, args)
   local c = AD.ctx(keys, args, 'quota')
-  local rec = AD.hash(c.def)
+  local rec = hash_table(c.def)
   if rec.created_at == nil then
     return { '0' }
   end
@@ -424,7 +415,7 @@ end
 
 -- The quota reconciler's step (spec 03 §7.3.8); true if the counter was corrected.
 function AD.reconcile_quota(c)
-  local rec = AD.hash(c.def)
+  local rec = hash_table(c.def)
   if rec.created_at == nil then
     return false
   end

@@ -205,15 +205,21 @@ local function partition_ctx(keys, args)
   return p
 end
 
+-- A hash's fields as a table (empty when the key is absent).
+local function hash_table(key)
+  local flat = redis.call('HGETALL', key)
+  local t = {}
+  for i = 1, #flat, 2 do
+    t[flat[i]] = flat[i + 1]
+  end
+  return t
+end
+
 -- Reads the exec_core hash into a table, or nil when absent.
 local function load_core(c)
-  local flat = redis.call('HGETALL', c.core)
-  if #flat == 0 then
+  local core = hash_table(c.core)
+  if next(core) == nil then
     return nil
-  end
-  local core = {}
-  for i = 1, #flat, 2 do
-    core[flat[i]] = flat[i + 1]
   end
   return core
 end

@@ -24,15 +24,6 @@ function ST.summary_key(c, index)
   return c.prefix .. 'ff:attempt:' .. c.tag .. ':' .. c.eid .. ':' .. index .. ':summary'
 end
 
-function ST.load_hash(key)
-  local flat = redis.call('HGETALL', key)
-  local t = {}
-  for i = 1, #flat, 2 do
-    t[flat[i]] = flat[i + 1]
-  end
-  return t
-end
-
 -- A float as text that reads back to the same double.
 function ST.float(x)
   return string.format('%.17g', x)
@@ -150,7 +141,7 @@ function ST.append_frame(keys, args)
   local a = ST.append_args(args)
   ST.check_holder(c, load_core(c), a, now)
   local meta_key, key = c.stream_meta(tonumber(a.index)), ST.stream_key(c, a.index)
-  local meta = ST.load_hash(meta_key)
+  local meta = hash_table(meta_key)
   if not meta.created_at then
     meta = { created_at = fmt(now), retention_maxlen = a.retention, frame_count = '0', total_bytes = '0' }
     if a.attempt_id ~= '' then

@@ -243,13 +243,9 @@ end
 -- ------------------------------------------------------------ records
 
 function SP.load_wp(prefix, tag, id)
-  local flat = redis.call('HGETALL', SP.wp_key(prefix, tag, id))
-  if #flat == 0 then
+  local w = hash_table(SP.wp_key(prefix, tag, id))
+  if next(w) == nil then
     return nil
-  end
-  local w = {}
-  for i = 1, #flat, 2 do
-    w[flat[i]] = flat[i + 1]
   end
   return w
 end
