@@ -6,12 +6,12 @@
 //! keystore it needs. The keystore is replicated on every partition
 //! (`ff:sec:{fp:N}:waitpoint_hmac`); seed and rotate visit each partition.
 
-use ff_core::handle::{BackendTag, Handle, HandleKind, HandlePayload};
+use ff_core::EngineError;
+use ff_core::handle::BackendTag;
 use ff_core::hmac_token::{HmacKeystore, KidInfo, RotateOutcome, SeedKeystoreOutcome, SeedOutcome};
 use ff_core::ids::{ExecutionId, LaneId, SignalId, SuspensionId, WaitpointId};
 use ff_core::state::PublicState;
 use ff_core::suspension::*;
-use ff_core::{EngineError, WorkerInstanceId};
 
 use crate::wire::{self, num, protocol, slot};
 use crate::{ValkeyBackend, arg, opt_arg};
@@ -230,19 +230,11 @@ impl ValkeyBackend {
         match slot(r, 0)? {
             "already_satisfied" => Ok(SuspendOutcome::AlreadySatisfied { details }),
             "suspended" => {
-                let handle = req.fence.as_ref().map(|f| {
-                    let payload = HandlePayload {
-                        execution_id: req.execution_id.clone(),
-                        attempt_index: req.attempt_index,
-                        attempt_id: f.attempt_id,
-                        lease_id: f.lease_id,
-                        lease_epoch: f.lease_epoch,
-                        lease_ttl_ms: 0,
-                        lane_id: LaneId::new(slot(r, 2).unwrap_or_default()),
-                        worker_instance_id: WorkerInstanceId::default(),
-                    };
-                    Handle::mint(BackendTag::Valkey, HandleKind::Suspended, &payload)
-                });
+                let lane = LaneId::new(slot(r, 2).unwrap_or_default());
+                let handle = req
+                    .fence
+                    .as_ref()
+                    .map(|f| ff_engine::suspension::suspended_handle(BackendTag::Valkey, req, f, lane));
                 Ok(SuspendOutcome::Suspended { details, handle })
             }
             other => Err(protocol(format!("suspend reply {other:?}"))),

@@ -407,15 +407,16 @@ pub fn suspend(
     }
     apply_suspend(store, now, &mut core, args, plan)?;
     write_dedup(store, now, req, &details, false)?;
-    let handle = suspended_handle(tag, &core, req, fence);
+    let handle = suspended_handle(tag, req, fence, core.lane_id.clone());
     Ok(SuspendOutcome::Suspended { details, handle: Some(handle) })
 }
 
-fn suspended_handle(
+/// The handle a suspend returns to the fenced caller: the attempt it paused, on `lane_id`.
+pub fn suspended_handle(
     tag: BackendTag,
-    core: &ExecCore,
     req: &SuspendByTripleArgs,
     fence: &ff_core::LeaseFence,
+    lane_id: ff_core::LaneId,
 ) -> ff_core::Handle {
     let payload = HandlePayload {
         execution_id: req.execution_id.clone(),
@@ -424,7 +425,7 @@ fn suspended_handle(
         lease_id: fence.lease_id,
         lease_epoch: fence.lease_epoch,
         lease_ttl_ms: 0,
-        lane_id: core.lane_id.clone(),
+        lane_id,
         worker_instance_id: ff_core::WorkerInstanceId::default(),
     };
     ff_core::Handle::mint(tag, HandleKind::Suspended, &payload)
@@ -447,19 +448,7 @@ fn replay_dedup(d: SuspendDedup, tag: BackendTag, req: &SuspendByTripleArgs) -> 
     if d.already_satisfied {
         return SuspendOutcome::AlreadySatisfied { details: d.details };
     }
-    let handle = req.fence.as_ref().map(|f| {
-        let payload = HandlePayload {
-            execution_id: req.execution_id.clone(),
-            attempt_index: req.attempt_index,
-            attempt_id: f.attempt_id,
-            lease_id: f.lease_id,
-            lease_epoch: f.lease_epoch,
-            lease_ttl_ms: 0,
-            lane_id: ff_core::LaneId::new(""),
-            worker_instance_id: ff_core::WorkerInstanceId::default(),
-        };
-        ff_core::Handle::mint(tag, HandleKind::Suspended, &payload)
-    });
+    let handle = req.fence.as_ref().map(|f| suspended_handle(tag, req, f, ff_core::LaneId::new("")));
     SuspendOutcome::Suspended { details: d.details, handle }
 }
 
